@@ -1,0 +1,4 @@
+"""seq2seq: GRU encoder-decoder translation on PyTorch Lightning, configured with Hydra."""
+from seq2seq.translator import Translator
+
+__all__ = ["Translator"]

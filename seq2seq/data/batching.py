@@ -1,0 +1,84 @@
+"""Token-budget batches and their collation.
+
+Training batches group sentences of similar length (sorted with random tie-breaking), hold at most
+`max_tokens` padded tokens on either side, and come in a shuffled order that is fixed by
+(seed, epoch). Under DDP each rank takes every world_size-th batch; the list is first padded by
+repeating its first batches so that every rank has as many (as DistributedSampler does).
+Evaluation batches keep every sentence, sorted by length for speed; each batch carries the
+sentences' indices so results are put back into corpus order.
+"""
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from seq2seq.data.tokenizer import BOS, EOS, PAD
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    def __init__(self, src_lens: Sequence[int], tgt_lens: Sequence[int], max_tokens: int,
+                 shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        tie = rng.random(len(self.src_lens)) if self.shuffle else np.arange(len(self.src_lens))
+        order = np.lexsort((tie, self.src_lens, self.tgt_lens))  # by target, then source length
+        cost = np.maximum(self.src_lens, self.tgt_lens + 1)  # padded positions per sentence
+        batches, current, longest = [], [], 0
+        for idx in order.tolist():
+            if current and max(longest, cost[idx]) * (len(current) + 1) > self.max_tokens:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(idx)
+            longest = max(longest, cost[idx])
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.world_size > 1:
+            if self.shuffle:  # every rank must take the same number of optimizer steps
+                batches += batches[: -len(batches) % self.world_size]
+            batches = batches[self.rank :: self.world_size]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Examples {"id", "src_ids", "tgt_ids", "tgt"} -> padded tensors and the raw references.
+
+    src (B, S), src_lens (B,), tgt_in (B, T) = BOS + target, tgt_out (B, T) = target + EOS, ids (B,).
+    """
+    batch = len(examples)
+    src_lens = torch.tensor([len(e["src_ids"]) for e in examples])
+    tgt_lens = torch.tensor([len(e["tgt_ids"]) + 1 for e in examples])
+    src = torch.full((batch, int(src_lens.max())), PAD)
+    tgt_in = torch.full((batch, int(tgt_lens.max())), PAD)
+    tgt_out = torch.full_like(tgt_in, PAD)
+    for i, e in enumerate(examples):
+        src[i, : len(e["src_ids"])] = torch.as_tensor(e["src_ids"], dtype=torch.long)
+        t = torch.as_tensor([BOS, *e["tgt_ids"], EOS], dtype=torch.long)
+        tgt_in[i, : len(t) - 1], tgt_out[i, : len(t) - 1] = t[:-1], t[1:]
+    return {"src": src, "src_lens": src_lens, "tgt_in": tgt_in, "tgt_out": tgt_out,
+            "ids": torch.tensor([e["id"] for e in examples]), "refs": [e["tgt"] for e in examples]}
+
+
+def batch_size(batch: dict) -> int:
+    return batch["src"].size(0)
+
+
+def target_tokens(batch: dict) -> int:
+    return int((batch["tgt_out"] != PAD).sum())

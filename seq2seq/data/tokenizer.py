@@ -1,0 +1,87 @@
+"""SentencePiece subword models for source and target (one joint model by default).
+
+Trained on the training split with byte fallback, so no input character is ever unknown. The
+serialized models are bytes: they travel inside checkpoints and model files.
+"""
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    def __init__(self, src_model: bytes, tgt_model: bytes | None = None) -> None:
+        self.src_model, self.tgt_model = src_model, tgt_model
+        self.src = spm.SentencePieceProcessor(model_proto=src_model)
+        self.tgt = self.src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model)
+
+    @property
+    def joint(self) -> bool:
+        return self.tgt_model is None
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    @classmethod
+    def train(cls, src: Sequence[str], tgt: Sequence[str], vocab_size: int = 8000,
+              model_type: str = "unigram", joint: bool = True) -> "Tokenizer":
+        if joint:
+            return cls(_train([*src, *tgt], vocab_size, model_type))
+        return cls(_train(src, vocab_size, model_type), _train(tgt, vocab_size, model_type))
+
+    def state(self) -> dict[str, bytes | None]:
+        return {"src_model": self.src_model, "tgt_model": self.tgt_model}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Tokenizer":
+        return cls(state["src_model"], state["tgt_model"])
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, blob in (("spm.src.model", self.src_model), ("spm.tgt.model", self.tgt_model)):
+            if blob is not None:
+                tmp = folder / (name + ".tmp")
+                tmp.write_bytes(blob)
+                tmp.replace(folder / name)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Tokenizer | None":
+        """The tokenizer saved in `folder`, or None if there is none."""
+        if not (folder / "spm.src.model").exists():
+            return None
+        tgt = folder / "spm.tgt.model"
+        return cls((folder / "spm.src.model").read_bytes(), tgt.read_bytes() if tgt.exists() else None)
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        """Source ids end with EOS, so even an empty line is one token long."""
+        return [ids + [EOS] for ids in self.src.encode(lines)]
+
+    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        return self.tgt.encode(lines)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def src_pieces(self, line: str) -> list[str]:
+        return self.src.encode(line, out_type=str)
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [self.tgt.id_to_piece(i) for i in ids]
+
+
+def _train(sentences: Iterable[str], vocab_size: int, model_type: str) -> bytes:
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([s for s in sentences if s]), model_writer=out, vocab_size=vocab_size,
+        model_type=model_type, byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False,
+        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2, num_threads=2,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True)
+    return out.getvalue()

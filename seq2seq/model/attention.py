@@ -1,0 +1,62 @@
+"""Attention over the encoder output ("memory").
+
+Keys are projected once per source sentence (``Memory``); each decoder query then costs one
+batched matrix product. Both variants map query (B, T, Hq) -> context (B, T, M), weights (B, T, S).
+  luong     score(q, m) = q . (W m)               (Luong et al. 2015, "general")
+  bahdanau  score(q, m) = v . tanh(W_q q + W_m m)  (Bahdanau et al. 2015, additive)
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Memory:
+    """What the decoder attends to. values (B, S, M), keys (B, S, K), mask (B, S) True at tokens."""
+    values: torch.Tensor
+    keys: torch.Tensor | None
+    mask: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> "Memory":
+        """Rows `index` of the batch (beam search expands and reorders with this)."""
+        keys = None if self.keys is None else self.keys.index_select(0, index)
+        return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
+
+
+class LuongAttention(nn.Module):
+    def __init__(self, query_size: int, memory_size: int) -> None:
+        super().__init__()
+        self.key = nn.Linear(memory_size, query_size, bias=False)
+
+    def keys(self, values: torch.Tensor) -> torch.Tensor:
+        return self.key(values)  # (B, S, Hq)
+
+    def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.bmm(query, memory.keys.transpose(1, 2))  # (B, T, S)
+        return _attend(scores, memory)
+
+
+class BahdanauAttention(nn.Module):
+    def __init__(self, query_size: int, memory_size: int) -> None:
+        super().__init__()
+        self.key = nn.Linear(memory_size, query_size, bias=False)
+        self.query = nn.Linear(query_size, query_size, bias=False)
+        self.v = nn.Linear(query_size, 1, bias=False)
+
+    def keys(self, values: torch.Tensor) -> torch.Tensor:
+        return self.key(values)  # (B, S, Hq)
+
+    def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.query(query).unsqueeze(2)  # (B, T, 1, Hq)
+        scores = self.v(torch.tanh(q + memory.keys.unsqueeze(1))).squeeze(3)  # (B, T, S)
+        return _attend(scores, memory)
+
+
+def _attend(scores: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(memory.values.dtype)  # (B, T, S)
+    return torch.bmm(weights, memory.values), weights  # (B, T, M), (B, T, S)
+
+
+ATTENTION = {"luong": LuongAttention, "bahdanau": BahdanauAttention}

@@ -1,0 +1,57 @@
+"""The decoder: target embeddings read by an ``nn.GRU`` started from the bridged encoder state.
+
+  luong     GRU over the whole target in one fused call, then attention with its outputs as queries.
+  bahdanau  attention with the previous top-layer state as query, context fed into the GRU input:
+            inherently step by step.
+  none      the plain model: only h_0 carries the source.
+A readout layer tanh(W [h_t; c_t]) (B, T, R) feeds the output projection to the vocabulary.
+"""
+import torch
+from torch import nn
+
+from seq2seq.model.attention import ATTENTION, Memory
+
+
+class Decoder(nn.Module):
+    def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
+                 dropout: float, bias: bool, pad_id: int, memory_size: int, attention: str,
+                 readout_size: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.attention = ATTENTION[attention](hidden_size, memory_size) if attention != "none" else None
+        self.feeds_context = attention == "bahdanau"
+        rnn_input = input_size + (memory_size if self.feeds_context else 0)
+        self.rnn = nn.GRU(rnn_input, hidden_size, num_layers, bias=bias, batch_first=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+        self.readout = nn.Linear(hidden_size + (memory_size if self.attention else 0), readout_size)
+        self.output = nn.Linear(readout_size, vocab_size)
+
+    def memory(self, values: torch.Tensor, mask: torch.Tensor) -> Memory:
+        """Encoder output (B, S, M) and source mask (B, S) -> Memory with keys projected once."""
+        keys = self.attention.keys(values) if self.attention is not None else None
+        return Memory(values, keys, mask)
+
+    def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """tgt_in (B, T), hidden (L, B, H) -> logits (B, T, V), hidden (L, B, H), attn (B, T, S) | None.
+
+        Teacher forcing passes the whole shifted target; search passes T = 1 and the returned state.
+        """
+        x = self.dropout(self.embed(tgt_in))  # (B, T, E)
+        if self.feeds_context:
+            out, ctx, attn, hidden = self._step_by_step(x, hidden, memory)
+        else:
+            out, hidden = self.rnn(x, hidden)  # (B, T, H): one fused call over the target
+            ctx, attn = self.attention(out, memory) if self.attention is not None else (None, None)
+        features = out if ctx is None else torch.cat([out, ctx], dim=-1)
+        readout = torch.tanh(self.readout(self.dropout(features)))  # (B, T, R)
+        return self.output(self.dropout(readout)), hidden, attn
+
+    def _step_by_step(self, x: torch.Tensor, hidden: torch.Tensor, memory: Memory):
+        outs, ctxs, attns = [], [], []
+        for t in range(x.size(1)):
+            ctx, attn = self.attention(hidden[-1].unsqueeze(1), memory)  # (B, 1, M), (B, 1, S)
+            out, hidden = self.rnn(torch.cat([x[:, t : t + 1], ctx.to(x.dtype)], dim=-1), hidden)
+            outs.append(out), ctxs.append(ctx), attns.append(attn)
+        return torch.cat(outs, 1), torch.cat(ctxs, 1), torch.cat(attns, 1), hidden

@@ -1,0 +1,65 @@
+"""The model file: weights, model config, decoding defaults and SentencePiece models in one file.
+
+It is a plain dict saved with torch.save and loaded with ``weights_only=True``, so loading never
+runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way.
+"""
+import os
+from pathlib import Path
+
+import torch
+
+from seq2seq.data.tokenizer import PAD, Tokenizer
+from seq2seq.model import Seq2Seq
+
+FORMAT = "seq2seq-gru/1"
+
+
+class ModelFileError(ValueError):
+    """The file is missing, damaged, unsafe or not a seq2seq model."""
+
+
+def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decoding: dict) -> None:
+    """Write atomically: a killed save never leaves a half-written model file."""
+    tmp = Path(f"{path}.tmp")
+    torch.save({"format": FORMAT, "model": model_cfg, "state_dict": state_dict,
+                "tokenizer": tokenizer, "decoding": decoding}, tmp)
+    os.replace(tmp, path)
+
+
+def read(path: str | Path) -> dict:
+    """The file's contents as {model, state_dict, tokenizer, decoding}, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types: unpickling refused, truncated zip, ...
+        reason = "it carries objects other than tensors and plain data, refused" if "weights_only" in str(e) \
+            else f"damaged or not a PyTorch file ({type(e).__name__})"
+        raise ModelFileError(f"{path}: cannot load model file: {reason}") from None
+    if not isinstance(blob, dict):
+        raise ModelFileError(f"{path}: not a seq2seq model file")
+    if blob.get("format") == FORMAT:
+        return blob
+    if "tokenizer" in blob and "hyper_parameters" in blob:  # a Lightning checkpoint of ours
+        hp = blob["hyper_parameters"]
+        state = {k.removeprefix("model."): v for k, v in blob["state_dict"].items()}
+        return {"model": hp["model"], "state_dict": state, "tokenizer": blob["tokenizer"],
+                "decoding": hp.get("decoding") or {}}
+    raise ModelFileError(f"{path}: not a seq2seq model file (no weights, config and tokenizer)")
+
+
+def load(path: str | Path) -> tuple[Seq2Seq, Tokenizer, dict]:
+    """Model (eval mode, CPU), tokenizer and the decoding defaults stored with it."""
+    blob = read(path)
+    tokenizer = Tokenizer.from_state(blob["tokenizer"])
+    model = Seq2Seq(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, **blob["model"])
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in blob["state_dict"].items()}
+    if expected != found:
+        diff = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise ModelFileError(f"{path}: weights do not fit the model built from its config and tokenizer "
+                             f"(vocabulary {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}); "
+                             f"mismatched: {', '.join(diff[:4])}")
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), tokenizer, dict(blob.get("decoding") or {})

@@ -4,6 +4,8 @@ It is a plain dict saved with torch.save and loaded with ``weights_only=True``, 
 runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way.
 """
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,12 +33,16 @@ def read(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a model file (not a PyTorch archive, or truncated)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types: unpickling refused, truncated zip, ...
-        reason = "it carries objects other than tensors and plain data, refused" if "weights_only" in str(e) \
-            else f"damaged or not a PyTorch file ({type(e).__name__})"
-        raise ModelFileError(f"{path}: cannot load model file: {reason}") from None
+    except pickle.UnpicklingError as e:
+        why = next((line for line in str(e).splitlines() if "GLOBAL" in line), "unsupported content")
+        raise ModelFileError(f"{path}: refused: it holds code or objects, not just tensors and plain data "
+                             f"({why.strip()})") from None
+    except Exception as e:  # a damaged archive: torch raises RuntimeError, zipfile errors, EOFError ...
+        raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(blob, dict):
         raise ModelFileError(f"{path}: not a seq2seq model file")
     if blob.get("format") == FORMAT:

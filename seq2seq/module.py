@@ -2,11 +2,11 @@
 import math
 
 import lightning as L
-import sacrebleu
 import torch
 import torch.distributed as dist
 
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seq2seq.evaluation import corpus_scores
 from seq2seq.model import Seq2Seq
 from seq2seq.search import translate_ids
 
@@ -87,10 +87,9 @@ class TranslationModule(L.LightningModule):
         hyps, refs = [o[1] for o in ordered], [o[2] for o in ordered]
         nll = sum(o[3] for o in ordered) / max(sum(o[4] for o in ordered), 1)
         self.hypotheses = hyps
-        bleu = sacrebleu.corpus_bleu(hyps, [refs])
-        chrf = sacrebleu.corpus_chrf(hyps, [refs])
+        scores = corpus_scores(hyps, refs, ("bleu", "chrf"))
         self.log_dict({f"{split}/loss": nll, f"{split}/ppl": math.exp(min(nll, 50)),
-                       f"{split}/bleu": bleu.score, f"{split}/chrf": chrf.score},
+                       f"{split}/bleu": scores["bleu"], f"{split}/chrf": scores["chrf"]},
                       prog_bar=split == "val", rank_zero_only=False, sync_dist=False)
 
     def configure_optimizers(self):

@@ -24,7 +24,8 @@ class TranslationDataModule(L.LightningDataModule):
 
     def __init__(self, src_lang: str, tgt_lang: str, source: dict, tokenizer: dict,
                  fallback: dict | None = None, max_tokens: int = 4096, eval_max_tokens: int = 8192,
-                 max_len: int = 100, train_limit: int | None = None, num_workers: int = 0,
+                 max_len: int = 100, train_limit: int | None = None, eval_limit: int | None = None,
+                 num_workers: int = 0,
                  seed: int = 0) -> None:
         super().__init__()
         if max_tokens <= max_len + 1:
@@ -33,7 +34,8 @@ class TranslationDataModule(L.LightningDataModule):
         self.source = self._choose(dict(source), fallback)
         self.tokenizer_cfg = dict(tokenizer)
         self.max_tokens, self.eval_max_tokens, self.max_len = max_tokens, eval_max_tokens, max_len
-        self.train_limit, self.num_workers, self.seed = train_limit, num_workers, seed
+        self.train_limit, self.eval_limit = train_limit, eval_limit
+        self.num_workers, self.seed = num_workers, seed
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, datasets.Dataset] = {}
 
@@ -48,8 +50,9 @@ class TranslationDataModule(L.LightningDataModule):
         s = self.source
         ds = load_split(s["format"], s["path"], s["splits"][split], self.src_lang, self.tgt_lang,
                         s.get("columns"), s.get("name"))
-        if split == "train" and self.train_limit:
-            ds = ds.select(range(min(self.train_limit, len(ds))))
+        limit = self.train_limit if split == "train" else self.eval_limit
+        if limit:
+            ds = ds.select(range(min(limit, len(ds))))
         return ds
 
     def prepare_tokenizer(self, folder: Path) -> Tokenizer:

@@ -8,7 +8,9 @@ Every reader returns a ``datasets.Dataset`` with the columns ``src`` and ``tgt``
 """
 import csv
 import gzip
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 
@@ -19,21 +21,27 @@ class DataError(ValueError):
     """A bad input file, reported with its path (and line)."""
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file (.gz read transparently), line endings (LF or CRLF) removed."""
+def iter_lines(stream: Iterable[bytes], name: str) -> Iterator[str]:
+    """Decoded lines of a byte stream, line endings (LF or CRLF) removed; bad UTF-8 names the line."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{name}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def open_text(path: Path) -> BinaryIO:
+    """A UTF-8 text file (or .gz) opened for iter_lines; missing or empty files are errors."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    if not lines:
+    if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
-    return lines
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_lines(path: Path) -> list[str]:
+    with open_text(path) as f:
+        return list(iter_lines(f, str(path)))
 
 
 def _text_file(folder: Path, split: str, lang: str) -> Path:
@@ -68,10 +76,7 @@ def load_split(format: str, path: str, split: str, src_lang: str, tgt_lang: str,
 
 
 def _check_file(file: Path) -> None:
-    if not file.is_file():
-        raise DataError(f"{file}: file not found")
-    if file.stat().st_size == 0:
-        raise DataError(f"{file}: file is empty")
+    open_text(file).close()
 
 
 def _rename(ds: datasets.Dataset, columns: dict, where) -> datasets.Dataset:

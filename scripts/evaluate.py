@@ -1,5 +1,10 @@
-"""BLEU, chrF and TER (sacrebleu) of a hypothesis file, or of a model on a data split."""
+"""BLEU, chrF and TER (sacrebleu) of a hypothesis file, or of a model on a data split.
+
+report=report.md (or .html) also writes a report: signatures, scores by source length, worst sentences.
+"""
 import json
+import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -15,10 +20,16 @@ def main(cfg: DictConfig) -> None:
 
     @user_errors
     def run() -> None:
+        if cfg.report:  # a bad report name fails now, not after translating the split
+            from seq2seq.report import report_format, write_report
+
+            report_format(Path(cfg.report))
         if cfg.model_file:
             data = instantiate(cfg.data).load(cfg.split)
             translator = Translator.load(cfg.model_file, beam_size=cfg.beam_size, alpha=cfg.alpha)
-            hyps, refs = list(translator.stream(data["src"], total=len(data))), data["tgt"]
+            srcs, refs = list(data["src"]), list(data["tgt"])
+            hyps = list(translator.stream(srcs, total=len(data)))
+            about = f"Model `{cfg.model_file}` on split `{cfg.split}` (beam size {translator.beam_size})."
             if cfg.output:
                 with output_file(cfg.output) as out:
                     out.writelines(h + "\n" for h in hyps)
@@ -26,10 +37,17 @@ def main(cfg: DictConfig) -> None:
             hyps, refs = list(input_lines(cfg.hyp)), list(input_lines(cfg.ref))
             if len(hyps) != len(refs):
                 raise ValueError(f"{cfg.hyp} has {len(hyps)} lines but {cfg.ref} has {len(refs)}")
+            srcs = list(input_lines(cfg.src)) if cfg.src else None
+            if srcs is not None and len(srcs) != len(refs):
+                raise ValueError(f"{cfg.src} has {len(srcs)} lines but {cfg.ref} has {len(refs)}")
+            about = f"Hypotheses `{cfg.hyp}`, references `{cfg.ref}`" + (f", sources `{cfg.src}`." if srcs else ".")
         else:
-            raise ValueError("give hyp=FILE ref=FILE, or model_file=FILE [split=test]")
+            raise ValueError("give hyp=FILE ref=FILE [src=FILE], or model_file=FILE [split=test]")
         scores = corpus_scores(hyps, refs, tuple(cfg.metrics))
         scores["sentences"] = len(hyps)
+        if cfg.report:
+            written = write_report(Path(cfg.report), hyps, refs, scores, srcs, f"{about} {len(hyps)} sentences.")
+            print(f"report: {', '.join(map(str, written))}", file=sys.stderr)
         if cfg.json:
             print(json.dumps(scores, indent=1))
         else:

@@ -2,6 +2,8 @@
 
 It is a plain dict saved with torch.save and loaded with ``weights_only=True``, so loading never
 runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way.
+Model files and checkpoints (with AtomicCheckpointIO) are written atomically: a process killed
+while saving leaves the previous file intact, never a truncated one.
 """
 import os
 import pickle
@@ -9,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from seq2seq.data.tokenizer import PAD, Tokenizer
 from seq2seq.model import Seq2Seq
@@ -20,12 +23,35 @@ class ModelFileError(ValueError):
     """The file is missing, damaged, unsafe or not a seq2seq model."""
 
 
+def atomic_save(obj: object, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, synced, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written with atomic_save. Lightning's own save renames from the system
+    temp folder, which is a plain, interruptible copy when that folder is on another file system."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_save(checkpoint, path)
+
+
 def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decoding: dict) -> None:
     """Write atomically: a killed save never leaves a half-written model file."""
-    tmp = Path(f"{path}.tmp")
-    torch.save({"format": FORMAT, "model": model_cfg, "state_dict": state_dict,
-                "tokenizer": tokenizer, "decoding": decoding}, tmp)
-    os.replace(tmp, path)
+    atomic_save({"format": FORMAT, "model": model_cfg, "state_dict": state_dict,
+                 "tokenizer": tokenizer, "decoding": decoding}, path)
 
 
 def read(path: str | Path) -> dict:

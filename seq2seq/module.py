@@ -88,9 +88,11 @@ class TranslationModule(L.LightningModule):
         nll = sum(o[3] for o in ordered) / max(sum(o[4] for o in ordered), 1)
         self.hypotheses = hyps
         scores = corpus_scores(hyps, refs, ("bleu", "chrf"))
+        # Every rank holds the same corpus-level values: a max over ranks keeps them bit-identical
+        # (a mean need not) and marks them as global for Lightning.
         self.log_dict({f"{split}/loss": nll, f"{split}/ppl": math.exp(min(nll, 50)),
                        f"{split}/bleu": scores["bleu"], f"{split}/chrf": scores["chrf"]},
-                      prog_bar=split == "val", rank_zero_only=False, sync_dist=False)
+                      prog_bar=split == "val", sync_dist=True, reduce_fx="max")
 
     def configure_optimizers(self):
         o = self.hparams.optim

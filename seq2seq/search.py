@@ -103,12 +103,17 @@ def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def translate_ids(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam_size: int, alpha: float,
-                  max_len: int, bos: int, eos: int) -> list[list[int]]:
-    """Greedy when beam_size is 1, else beam search; one id list per sentence, EOS removed."""
+def search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam_size: int, alpha: float,
+           max_len: int, bos: int, eos: int, return_attention: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Greedy when beam_size is 1, else beam search: tokens (B, T), attention (B, T, S) | None."""
     limits = output_limits(src_lens, max_len)
     if beam_size == 1:
-        tokens, _ = greedy(model, src, src_lens, limits, bos, eos)
-    else:
-        tokens, _ = beam_search(model, src, src_lens, limits, bos, eos, beam_size, alpha)
-    return strip(tokens, eos)
+        return greedy(model, src, src_lens, limits, bos, eos, return_attention)
+    return beam_search(model, src, src_lens, limits, bos, eos, beam_size, alpha, return_attention)
+
+
+def translate_ids(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam_size: int, alpha: float,
+                  max_len: int, bos: int, eos: int) -> list[list[int]]:
+    """One id list per sentence, EOS removed."""
+    return strip(search(model, src, src_lens, beam_size, alpha, max_len, bos, eos)[0], eos)

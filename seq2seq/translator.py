@@ -5,6 +5,7 @@
 """
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 
 import torch
@@ -14,9 +15,21 @@ from seq2seq import modelfile
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.model import Seq2Seq
-from seq2seq.search import translate_ids
+from seq2seq.search import search, strip
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Alignment:
+    """One sentence's attention: weights (T, S), row t = target piece t's attention over the source pieces.
+
+    Both piece lists end with EOS ("</s>"): the source as the encoder read it, the target as searched.
+    """
+    src_pieces: list[str]
+    tgt_pieces: list[str]
+    weights: torch.Tensor
+    translation: str
 
 
 class Translator:
@@ -48,33 +61,71 @@ class Translator:
     def stream(self, lines: Iterable[str], total: int | None = None, chunk: int = 5000,
                progress: bool = True) -> Iterator[str]:
         """Translate an iterable of lines chunk by chunk, so memory stays bounded."""
-        it = iter(lines)
+        it, first = iter(lines), 1
         with tqdm(total=total, unit="sent", disable=None if progress else True, desc="translate") as bar:
             while block := list(islice(it, chunk)):
-                yield from self._translate_block(block)
+                yield from self._translate_block(block, first)
                 bar.update(len(block))
+                first += len(block)
 
-    def _translate_block(self, lines: list[str]) -> list[str]:
+    @property
+    def has_attention(self) -> bool:
+        """False for the plain model (attention: none), whose decoder sees the source only through h_0."""
+        return self.model.decoder.attention is not None
+
+    def attention(self, lines: list[str]) -> list[Alignment]:
+        """Each line's translation with the attention weights of the search that produced it.
+
+        A blank line gives an empty Alignment, as translate() gives an empty translation.
+        """
+        if not self.has_attention:
+            raise ValueError("this model has no attention (model.attention: none): "
+                             "its decoder sees the source only through the encoder's final state")
+        ids = self._encode(lines)
+        out = [Alignment([], [], torch.zeros(0, 0), "") for _ in lines]
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        for batch, src, src_lens in self._batches([ids[i] for i in todo]):
+            tokens, weights = self._search(src, src_lens, return_attention=True)  # (B, T), (B, T, S)
+            for b, row, text in zip(batch, tokens.tolist(), self.tokenizer.decode_tgt(strip(tokens, EOS))):
+                steps = row.index(EOS) + 1 if EOS in row else len(row)
+                source = ids[todo[b]]
+                out[todo[b]] = Alignment([self.tokenizer.src.id_to_piece(i) for i in source],
+                                         self.tokenizer.tgt_pieces(row[:steps]),
+                                         weights[b, :steps, : len(source)].float().cpu(), text)
+        return out
+
+    def _translate_block(self, lines: list[str], first: int = 1) -> list[str]:
+        """Translations of lines numbered first, first + 1, ... (the numbers name them in warnings)."""
+        ids = self._encode(lines, first)
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        out = [""] * len(lines)
+        for batch, src, src_lens in self._batches([ids[i] for i in todo]):
+            tokens, _ = self._search(src, src_lens)
+            for b, text in zip(batch, self.tokenizer.decode_tgt(strip(tokens, EOS))):
+                out[todo[b]] = text
+        return out
+
+    def _encode(self, lines: list[str], first: int = 1) -> list[list[int]]:
+        """Source ids per line, EOS-terminated, cut to max_source_len pieces."""
         ids = self.tokenizer.encode_src([line.strip() for line in lines])
         for n, row in enumerate(ids):
             if len(row) > self.max_source_len:
                 log.warning("input line %d has %d pieces; translating its first %d (max_source_len)",
-                            n + 1, len(row), self.max_source_len)
+                            first + n, len(row), self.max_source_len)
                 ids[n] = row[: self.max_source_len - 1] + [EOS]
-        todo = [i for i, line in enumerate(lines) if line.strip()]
-        out = [""] * len(lines)
-        lengths = [len(ids[i]) for i in todo]
-        sampler = TokenBatchSampler(lengths, [0] * len(todo), max(self.max_tokens // self.beam_size, self.max_source_len + 1), shuffle=False)
-        for batch in sampler:
-            rows = [ids[todo[b]] for b in batch]
+        return ids
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Length-sorted batches within the token budget: (positions in ids, src (B, S), src_lens (B,))."""
+        budget = max(self.max_tokens // self.beam_size, self.max_source_len + 1)
+        for batch in TokenBatchSampler([len(row) for row in ids], [0] * len(ids), budget, shuffle=False):
+            rows = [ids[b] for b in batch]
             src = torch.full((len(rows), max(map(len, rows))), PAD)
             for r, row in enumerate(rows):
                 src[r, : len(row)] = torch.tensor(row)
-            src_lens = torch.tensor([len(r) for r in rows])
-            for b, text in zip(batch, self._search(src.to(self.device), src_lens.to(self.device))):
-                out[todo[b]] = text
-        return out
+            yield batch, src.to(self.device), torch.tensor([len(r) for r in rows], device=self.device)
 
-    def _search(self, src: torch.Tensor, src_lens: torch.Tensor) -> list[str]:
-        ids = translate_ids(self.model, src, src_lens, self.beam_size, self.alpha, self.max_len, BOS, EOS)
-        return self.tokenizer.decode_tgt(ids)
+    def _search(self, src: torch.Tensor, src_lens: torch.Tensor, return_attention: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return search(self.model, src, src_lens, self.beam_size, self.alpha, self.max_len, BOS, EOS,
+                      return_attention)

@@ -6,12 +6,16 @@ Training batches group sentences of similar length (sorted with random tie-break
 repeating its first batches so that every rank has as many (as DistributedSampler does).
 Evaluation batches keep every sentence, sorted by length for speed; each batch carries the
 sentences' indices so results are put back into corpus order.
+
+A training run killed mid-epoch resumes at the batch after the last one trained: `ResumableLoader`
+is the DataLoader Lightning checkpoints (it has state_dict/load_state_dict) and it tells its
+sampler where to start.
 """
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from seq2seq.data.tokenizer import BOS, EOS, PAD
 
@@ -23,6 +27,10 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches of it already trained)
+        self.start = 0  # the first batch of the current iteration
+        # Lightning calls set_epoch on `loader.batch_sampler.sampler` (not on the batch sampler) each epoch.
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -51,10 +59,44 @@ class TokenBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        """This epoch's batches from where a resumed run left off. The order is drawn at the first
+        batch, so an iterator made before set_epoch() still follows the epoch."""
+        batches = self.batches()
+        resume, self.resume_at = self.resume_at, None
+        self.start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        yield from batches[self.start :]
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a TokenBatchSampler whose position in the epoch goes into checkpoints
+    (Lightning saves and restores the state of a train loader that has state_dict/load_state_dict)."""
+
+    batch_sampler: TokenBatchSampler
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch, self._position = 0, 0  # batches of `_epoch` handed out, counting those skipped on resume
+
+    def __iter__(self) -> Iterator[dict]:
+        for n, batch in enumerate(super().__iter__()):
+            self._epoch, self._position = self.batch_sampler.epoch, self.batch_sampler.start + n + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "position": self._position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the saved epoch after its last trained batch, or start the next if it was complete."""
+        sampler = self.batch_sampler
+        epoch, position = state["epoch"], state["position"]
+        sampler.set_epoch(epoch)
+        if position >= len(sampler):
+            epoch, position = epoch + 1, 0
+            sampler.set_epoch(epoch)
+        sampler.resume_at = (epoch, position)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import datasets
 import lightning as L
 from torch.utils.data import DataLoader
 
-from seq2seq.data.batching import TokenBatchSampler, collate
+from seq2seq.data.batching import ResumableLoader, TokenBatchSampler, collate
 from seq2seq.data.sources import load_split
 from seq2seq.data.tokenizer import Tokenizer
 
@@ -87,7 +87,8 @@ class TranslationDataModule(L.LightningDataModule):
         sampler = TokenBatchSampler([len(x) for x in ds["src_ids"]], [len(x) for x in ds["tgt_ids"]],
                                     self.max_tokens if shuffle else self.eval_max_tokens, shuffle,
                                     self.seed, rank, world)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+        loader = ResumableLoader if shuffle else DataLoader  # a killed run resumes mid-epoch
+        return loader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,227 @@
+"""Bad input ends a script with one clear line (file, line or key), a non-zero exit and no output;
+odd but valid input (empty lines, CRLF, very long lines, unseen scripts) simply works."""
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import MULTI30K, ROOT, TINY, compose_config
+from seq2seq import modelfile
+from seq2seq.cli import user_errors
+from seq2seq.data.sources import read_lines
+from seq2seq.data.tokenizer import PAD, Tokenizer
+from seq2seq.model import Seq2Seq
+from seq2seq.train import train
+from seq2seq.translator import Translator
+
+
+def tiny_tokenizer(vocab_size: int) -> Tokenizer:
+    """A joint SentencePiece model trained on 1,000 Multi30k pairs."""
+    return Tokenizer.train(read_lines(MULTI30K / "train.en.gz")[:1000], read_lines(MULTI30K / "train.de.gz")[:1000],
+                           vocab_size=vocab_size)
+
+
+def tiny_model_file(path: Path, vocab_size: int = 300) -> Path:
+    """An untrained 16-unit model in a real model file: enough to test everything but quality."""
+    tokenizer = tiny_tokenizer(vocab_size)
+    model_cfg = OmegaConf.to_container(compose_config("train", ["model.input_size=16", "model.hidden_size=16"]).model)
+    torch.manual_seed(0)
+    model = Seq2Seq(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, **model_cfg)
+    modelfile.save(path, model_cfg, model.state_dict(), tokenizer.state(), {"beam_size": 2, "alpha": 1.0, "max_len": 20})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+def script(name: str, *overrides: str) -> int:
+    """Run scripts/<name>.py in this process with these command-line overrides; its exit status."""
+    argv = sys.argv
+    sys.argv = [f"{name}.py", *overrides]
+    try:
+        runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+
+
+def one_line_error(capfd, *names: str) -> str:
+    """stderr, checked to be exactly one `error: ...` line that names each of `names`."""
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+# --- translate / evaluate ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, where", [
+    (None, "file not found"),
+    (b"", "file is empty"),
+    (b"A dog.\nTwo cats.\nCaf\xe9 au lait\nfine\n", "in.en:3: not valid UTF-8"),
+])
+def test_translate_refuses_a_missing_empty_or_non_utf8_input(model_file, workdir, capfd, content, where):
+    if content is not None:
+        write(workdir / "in.en", content)
+    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de") == 2
+    one_line_error(capfd, "in.en", where)
+    assert sorted(p.name for p in workdir.iterdir()) == (["in.en"] if content is not None else [])
+
+
+@pytest.mark.parametrize("override, named", [
+    ("beam_size=0", "beam_size"), ("alpha=-1", "alpha"), ("max_source_len=0", "max_source_len")])
+def test_translate_refuses_invalid_settings(model_file, workdir, capfd, override, named):
+    write(workdir / "in.en", "A dog.\n")
+    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", override) == 2
+    one_line_error(capfd, named)
+    assert not (workdir / "out.de").exists()
+
+
+def test_an_unknown_key_is_named_by_hydra(model_file, workdir, capfd):
+    write(workdir / "in.en", "A dog.\n")
+    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", "beam=3") != 0
+    err = capfd.readouterr().err
+    assert "'beam'" in err and "not in struct" in err
+    assert [p.name for p in workdir.iterdir()] == ["in.en"]
+
+
+def test_evaluate_refuses_files_of_different_lengths(workdir, capfd):
+    write(workdir / "hyp.de", "ein Hund\nzwei Katzen\n")
+    write(workdir / "ref.de", "ein Hund\n")
+    assert script("evaluate", "hyp=hyp.de", "ref=ref.de") == 2
+    one_line_error(capfd, "hyp.de", "ref.de", "2", "1")
+
+
+def pickle_bomb(path: Path, marker: Path) -> Path:
+    """A PyTorch archive whose unpickling would run `touch marker`."""
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"format": modelfile.FORMAT, "state_dict": {}, "x": Payload()}, path)
+    return path
+
+
+def test_a_model_file_carrying_code_is_refused_without_running_it(workdir, capfd):
+    marker = workdir / "payload-ran"
+    bomb = pickle_bomb(workdir / "bomb.pt", marker)
+    torch.load(bomb, weights_only=False)  # the payload is real: an unsafe load runs it
+    assert marker.exists()
+    marker.unlink()
+    write(workdir / "in.en", "A dog.\n")
+    assert script("translate", "model_file=bomb.pt", "input=in.en", "output=out.de") == 2
+    one_line_error(capfd, "bomb.pt", "refused", "system")
+    assert not marker.exists() and not (workdir / "out.de").exists()
+
+
+def test_model_files_that_are_not_ours_or_damaged_are_refused(model_file, workdir, capfd):
+    write(workdir / "text.pt", "just some text\n")
+    torch.save({"weights": torch.ones(2)}, workdir / "other.pt")
+    write(workdir / "cut.pt", model_file.read_bytes()[: model_file.stat().st_size // 2])
+    write(workdir / "in.en", "A dog.\n")
+    for name, why in (("text.pt", "not a model file"), ("other.pt", "not a seq2seq model file"),
+                      ("cut.pt", "truncated"), ("none.pt", "not found")):
+        assert script("translate", f"model_file={name}", "input=in.en", "output=out.de") == 2
+        one_line_error(capfd, name, why)
+    assert not (workdir / "out.de").exists()
+
+
+def test_a_tokenizer_that_does_not_fit_the_weights_is_refused(model_file, workdir, capfd):
+    blob = modelfile.read(model_file)
+    modelfile.save(workdir / "mixed.pt", blob["model"], blob["state_dict"], tiny_tokenizer(200).state(),
+                   blob["decoding"])
+    write(workdir / "in.en", "A dog.\n")
+    assert script("translate", "model_file=mixed.pt", "input=in.en", "output=out.de") == 2
+    one_line_error(capfd, "mixed.pt", "do not fit", "embed")
+    assert not (workdir / "out.de").exists()
+
+
+def test_odd_but_valid_lines_are_translated(model_file, workdir, capfd):
+    lines = ["A dog runs.", "", "Ein 🐶 läuft: 犬が走る。 Собака бежит. ☃︎ 🇩🇪", " ".join(["word"] * 1000), "Two cats."]
+    write(workdir / "in.en", "".join(line + "\r\n" for line in lines))  # CRLF line endings
+    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de",
+                  "max_source_len=50") == 0
+    out = (workdir / "out.de").read_bytes().decode("utf-8")
+    assert out.count("\n") == len(lines) and "\r" not in out
+    assert out.split("\n")[1] == ""  # an empty line gives an empty line
+    err = capfd.readouterr().err
+    assert "input line 4 has" in err and "max_source_len" in err
+
+
+def test_streaming_reads_input_a_chunk_at_a_time(model_file):
+    translator, pulled = Translator.load(str(model_file), beam_size=1, max_len=5), []
+
+    def lines():
+        for n in range(1000):
+            pulled.append(n)
+            yield f"line {n}"
+
+    stream = translator.stream(lines(), chunk=100, progress=False)
+    next(stream)
+    assert len(pulled) <= 101
+    assert sum(1 for _ in stream) == 999
+
+
+# --- training data and settings --------------------------------------------------------------
+
+def corpus(folder: Path, **files: bytes) -> Path:
+    """A text corpus folder: train/val/test .en/.de from Multi30k, except `files` ({"train_de": b"..."})."""
+    folder.mkdir()
+    for split in ("train", "val"):
+        for lang in ("en", "de"):
+            lines = read_lines(MULTI30K / f"{split}.{lang}.gz")[:200]
+            write(folder / f"{split}.{lang}", files.get(f"{split}_{lang}", "\n".join(lines).encode() + b"\n"))
+    return folder
+
+
+def train_exit(run_dir: Path, data: Path, capfd, *overrides: str) -> int:
+    """Exit status of a training run as scripts/train.py runs it (bad input: one-line error, status 2)."""
+    cfg = compose_config("train", [*TINY, f"data.source.path={data}", "data.source.splits.test=val",
+                                   "trainer.max_epochs=1", *overrides], run_dir)
+    capfd.readouterr()
+    try:
+        user_errors(train)(cfg)
+        return 0
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("files, names", [
+    ({"train_de": b"eins\nzwei\n"}, ["train.en", "train.de", "200 lines", "has 2"]),
+    ({"train_en": b"A dog.\n\xff\xfe\n"}, ["train.en:2", "not valid UTF-8"]),
+    ({"val_de": b""}, ["val.de", "empty"]),
+])
+def test_training_refuses_bad_data_files(tmp_path, capfd, files, names):
+    run_dir = tmp_path / "run"
+    assert train_exit(run_dir, corpus(tmp_path / "data", **files), capfd) == 2
+    one_line_error(capfd, *names)
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "model.pt").exists()
+
+
+@pytest.mark.parametrize("override, named", [("model.dropout=1.5", "model.dropout"),
+                                             ("model.hidden_size=0", "model.hidden_size")])
+def test_training_refuses_invalid_model_settings(tmp_path, capfd, override, named):
+    run_dir = tmp_path / "run"
+    assert train_exit(run_dir, corpus(tmp_path / "data"), capfd, override) == 2
+    one_line_error(capfd, named)
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "model.pt").exists()

@@ -1,0 +1,259 @@
+"""Corpus readers, their errors, the tokenizer, token-budget batching and the data module."""
+import gzip
+import json
+import re
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from conftest import MULTI30K
+from seq2seq.data import DataError, Tokenizer, TranslationDataModule
+from seq2seq.data.batching import TokenBatchSampler, collate
+from seq2seq.data.sources import load_split, read_lines
+from seq2seq.data.tokenizer import BOS, EOS, PAD, UNK
+
+PAIRS = [("A dog runs.", "Ein Hund läuft."), ("", ""), ("Two men, one car.", "Zwei Männer, ein Auto.")]
+SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path_factory, monkeypatch) -> None:
+    """load_dataset caches what it reads; keep that cache out of the home directory (and the data folders)."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_cache"))
+
+
+def write_text(path: Path, lines: list[str], newline: str = "\n") -> None:
+    data = "".join(line + newline for line in lines).encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def pairs_of(ds: datasets.Dataset) -> list[tuple[str, str]]:
+    assert ds.column_names == ["src", "tgt"]
+    return list(zip(ds["src"], ds["tgt"], strict=True))
+
+
+@pytest.mark.parametrize("suffix, newline", [("", "\n"), (".gz", "\n"), ("", "\r\n"), (".gz", "\r\n")])
+def test_text_reader(tmp_path: Path, suffix: str, newline: str) -> None:
+    write_text(tmp_path / f"train.en{suffix}", [s for s, _ in PAIRS], newline)
+    write_text(tmp_path / f"train.de{suffix}", [t for _, t in PAIRS], newline)
+    assert pairs_of(load_split("text", str(tmp_path), "train", "en", "de")) == PAIRS
+
+
+def test_text_reader_prefers_the_plain_file_and_keeps_a_last_line_without_newline(tmp_path: Path) -> None:
+    write_text(tmp_path / "train.en.gz", ["old"])
+    (tmp_path / "train.en").write_bytes(b"one\r\ntwo")
+    write_text(tmp_path / "train.de", ["eins", "zwei"])
+    assert pairs_of(load_split("text", str(tmp_path), "train", "en", "de")) == [("one", "eins"), ("two", "zwei")]
+
+
+def test_tsv_reader_takes_quotes_and_na_literally(tmp_path: Path) -> None:
+    rows = [*PAIRS[:1], ('He said "hi".', 'Er sagte "hallo".'), ("NA", "null")]
+    write_text(tmp_path / "train.tsv", [f"{s}\t{t}" for s, t in rows])
+    assert pairs_of(load_split("tsv", str(tmp_path), "train", "en", "de")) == rows
+
+
+def test_jsonl_reader_with_columns(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "test.jsonl", [{"english": s, "german": t, "id": i} for i, (s, t) in enumerate(PAIRS)])
+    ds = load_split("jsonl", str(tmp_path), "test", "en", "de", columns={"src": "english", "tgt": "german"})
+    assert pairs_of(ds) == PAIRS
+    with pytest.raises(DataError, match=r"test\.jsonl: no column \['en', 'de'\]"):
+        load_split("jsonl", str(tmp_path), "test", "en", "de")
+
+
+def test_hub_reader_on_a_local_dataset_folder(tmp_path: Path) -> None:
+    """load_dataset(folder) takes the same path as a hub id: splits from the file names."""
+    write_jsonl(tmp_path / "train.jsonl", [{"en": "x", "de": "y"}] * 3)
+    write_jsonl(tmp_path / "validation.jsonl", [{"en": s, "de": t} for s, t in PAIRS])
+    ds = load_split("hub", str(tmp_path), "validation", "en", "de", columns={"src": "en", "tgt": "de"})
+    assert pairs_of(ds) == PAIRS
+    with pytest.raises(DataError, match=r"\[validation\]: no column \['fr'\]"):
+        load_split("hub", str(tmp_path), "validation", "fr", "de")
+
+
+def test_parallel_files_of_different_length(tmp_path: Path) -> None:
+    write_text(tmp_path / "train.en", ["a", "b", "c"])
+    write_text(tmp_path / "train.de.gz", ["a", "b"])
+    with pytest.raises(DataError) as error:
+        load_split("text", str(tmp_path), "train", "en", "de")
+    message = str(error.value)
+    assert f"{tmp_path / 'train.en'} has 3 lines" in message and f"{tmp_path / 'train.de.gz'} has 2" in message
+
+
+@pytest.mark.parametrize("format", ["text", "tsv", "jsonl"])
+def test_missing_and_empty_files(tmp_path: Path, format: str) -> None:
+    with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path / 'dev'))}.*: file not found"):
+        load_split(format, str(tmp_path), "dev", "en", "de")
+    for name in ("dev.en", "dev.de", "dev.tsv", "dev.jsonl"):
+        (tmp_path / name).touch()
+    with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path / 'dev'))}.*: file is empty"):
+        load_split(format, str(tmp_path), "dev", "en", "de")
+
+
+def test_unknown_format_is_named() -> None:
+    with pytest.raises(DataError, match="data.source.format.*'csv'"):
+        load_split("csv", ".", "train", "en", "de")
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_invalid_utf8_names_the_line(tmp_path: Path, suffix: str) -> None:
+    data = "fine\nauch gut\n".encode() + b"caf\xe9 latin-1\n" + b"more\n"
+    path = tmp_path / f"train.de{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix else data)
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:3: not valid UTF-8"):
+        read_lines(path)
+
+
+def test_fallback_is_used_only_when_the_local_source_is_missing(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "train.jsonl", [{"en": s, "de": t} for s, t in PAIRS])
+    fallback = {"format": "hub", "path": str(tmp_path), "splits": SPLITS, "columns": {"src": "en", "tgt": "de"}}
+    missing = {"format": "text", "path": str(tmp_path / "nowhere"), "splits": SPLITS}
+    dm = TranslationDataModule("en", "de", missing, {}, fallback=fallback)
+    assert dm.source == fallback
+    assert pairs_of(dm.load("train")) == PAIRS
+    present = {"format": "text", "path": str(MULTI30K), "splits": SPLITS}
+    assert TranslationDataModule("en", "de", present, {}, fallback=fallback).source == present
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[str], list[str]]:
+    """The first 2,000 Multi30k training pairs."""
+    return read_lines(MULTI30K / "train.en.gz")[:2000], read_lines(MULTI30K / "train.de.gz")[:2000]
+
+
+@pytest.fixture(scope="module")
+def joint(corpus) -> Tokenizer:
+    return Tokenizer.train(*corpus, vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def separate(corpus) -> Tokenizer:
+    return Tokenizer.train(*corpus, vocab_size=500, joint=False)
+
+
+def test_byte_fallback_round_trips_unseen_characters(joint: Tokenizer) -> None:
+    lines = ["Ein Hund 🐕 läuft über die Straße.", "日本語のテキスト", "emoji only: 🦜🎉", "Ça coûte 5 €."]
+    ids = joint.encode_tgt(lines)
+    assert all(UNK not in row for row in ids)
+    assert joint.decode_tgt(ids) == lines
+    assert any(piece.startswith("<0x") for piece in joint.tgt_pieces(ids[1]))  # bytes, not pieces
+    src = joint.encode_src(lines + [""])
+    assert all(row[-1] == EOS and UNK not in row for row in src) and src[-1] == [EOS]
+
+
+def test_joint_and_separate_vocabularies(joint: Tokenizer, separate: Tokenizer) -> None:
+    assert joint.joint and joint.src_vocab_size == joint.tgt_vocab_size == 600
+    assert not separate.joint and separate.src_vocab_size == separate.tgt_vocab_size == 500
+    assert separate.src_model != separate.tgt_model
+    word = "Männer"  # a whole piece in German, not in English
+    assert len(separate.tgt.encode(word)) < len(separate.src.encode(word))
+    for tok in (joint, separate):
+        assert [tok.src.id_to_piece(i) for i in (PAD, UNK, BOS, EOS)] == ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+@pytest.mark.parametrize("joint_vocab", [True, False])
+def test_tokenizer_state_and_folder_round_trip(corpus, joint: Tokenizer, separate: Tokenizer, tmp_path: Path,
+                                              joint_vocab: bool) -> None:
+    tok = joint if joint_vocab else separate
+    assert Tokenizer.load(tmp_path) is None
+    tok.save(tmp_path)
+    lines = corpus[0][:50]
+    for copy in (Tokenizer.from_state(tok.state()), Tokenizer.load(tmp_path)):
+        assert copy.joint == tok.joint and copy.state() == tok.state()
+        assert copy.encode_src(lines) == tok.encode_src(lines) and copy.encode_tgt(lines) == tok.encode_tgt(lines)
+    assert (tmp_path / "spm.tgt.model").exists() != joint_vocab
+
+
+def lengths(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 60, n), rng.integers(1, 60, n)
+
+
+def cost(batch: list[int], src: np.ndarray, tgt: np.ndarray) -> int:
+    """Padded positions of a batch: sentences x the longest side (target + EOS/BOS)."""
+    return len(batch) * max(max(src[batch]), max(tgt[batch]) + 1)
+
+
+def test_training_batches_cover_every_sentence_once_within_the_budget() -> None:
+    src, tgt = lengths()
+    sampler = TokenBatchSampler(src, tgt, max_tokens=300, shuffle=True, seed=3)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(src)))
+        assert all(cost(b, src, tgt) <= 300 for b in batches)
+        assert len(sampler) == len(batches) and np.mean([cost(b, src, tgt) for b in batches]) > 200
+
+
+def test_batch_order_is_fixed_by_seed_and_epoch() -> None:
+    src, tgt = lengths()
+    def batches(seed: int, epoch: int) -> list[list[int]]:
+        sampler = TokenBatchSampler(src, tgt, max_tokens=300, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return sampler.batches()
+    assert batches(1, 0) == batches(1, 0) and batches(1, 5) == batches(1, 5)
+    assert batches(1, 0) != batches(1, 1) and batches(1, 0) != batches(2, 0)
+
+
+@pytest.mark.parametrize("n", [600, 37])
+def test_two_ranks_share_the_training_batches(n: int) -> None:
+    src, tgt = lengths(n)
+    ranks = [TokenBatchSampler(src, tgt, max_tokens=300, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for epoch in (0, 1):
+        for s in ranks:
+            s.set_epoch(epoch)
+        mine = [s.batches() for s in ranks]
+        assert len(mine[0]) == len(mine[1]) > 0
+        assert {i for part in mine for b in part for i in b} == set(range(n))
+        alone = TokenBatchSampler(src, tgt, max_tokens=300, shuffle=True, seed=3)
+        alone.set_epoch(epoch)
+        assert len(alone) <= len(mine[0]) + len(mine[1]) <= len(alone) + 1
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_evaluation_batches_keep_every_sentence_once(world_size: int) -> None:
+    src, tgt = lengths(101)
+    parts = [TokenBatchSampler(src, tgt, max_tokens=500, shuffle=False, rank=r, world_size=world_size).batches()
+             for r in range(world_size)]
+    ids = [i for part in parts for b in part for i in b]
+    assert sorted(ids) == list(range(101))
+    assert all(cost(b, src, tgt) <= 500 for part in parts for b in part)
+
+
+def test_collate_shifts_the_target() -> None:
+    batch = collate([{"id": 4, "src_ids": [5, 6, EOS], "tgt_ids": [7], "tgt": "a"},
+                     {"id": 9, "src_ids": [EOS], "tgt_ids": [8, 9, 10], "tgt": "b"}])
+    assert batch["src"].tolist() == [[5, 6, EOS], [EOS, PAD, PAD]] and batch["src_lens"].tolist() == [3, 1]
+    assert batch["tgt_in"].tolist() == [[BOS, 7, PAD, PAD], [BOS, 8, 9, 10]]
+    assert batch["tgt_out"].tolist() == [[7, EOS, PAD, PAD], [8, 9, 10, EOS]]
+    assert batch["ids"].tolist() == [4, 9] and batch["refs"] == ["a", "b"]
+    assert batch["src"].dtype == batch["tgt_in"].dtype == torch.long
+
+
+def test_length_filter_applies_to_training_only(tmp_path: Path) -> None:
+    max_len = 12
+    source = {"format": "text", "path": str(MULTI30K), "splits": {"train": "train", "val": "val", "test": "test_2016_flickr"}}
+    dm = TranslationDataModule("en", "de", source, {"vocab_size": 400}, max_tokens=200, max_len=max_len,
+                               train_limit=400, eval_limit=150)
+    tok = dm.prepare_tokenizer(tmp_path / "tokenizer")
+    assert Tokenizer.load(tmp_path / "tokenizer").state() == tok.state()
+    dm.setup("fit")
+    dm.setup("test")
+    raw = dm.load("train")
+    src_ids, tgt_ids = tok.encode_src(list(raw["src"])), tok.encode_tgt(list(raw["tgt"]))
+    kept = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if 1 < len(s) <= max_len + 1 and 0 < len(t) <= max_len]
+    assert 0 < len(kept) < 400 and list(dm.splits["train"]["id"]) == kept
+    for split in ("val", "test"):
+        ds = dm.splits[split]
+        assert list(ds["id"]) == list(range(150)) and list(ds["tgt"]) == list(dm.load(split)["tgt"])
+        assert max(len(s) for s in ds["src_ids"]) > max_len + 1 or max(len(t) for t in ds["tgt_ids"]) > max_len
+    val = [i for b in dm.val_dataloader() for i in b["ids"].tolist()]
+    assert sorted(val) == list(range(150))
+    train = [i for b in dm.train_dataloader() for i in b["ids"].tolist()]
+    assert sorted(train) == kept

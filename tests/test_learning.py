@@ -1,0 +1,78 @@
+"""The model can learn: a tiny Seq2Seq masters sequence reversal, and a real training run's loss falls."""
+import csv
+import math
+
+import torch
+import torch.nn.functional as F
+
+from seq2seq import modelfile
+from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seq2seq.model import Seq2Seq
+from seq2seq.search import greedy, output_limits, strip
+
+VOCAB, FIRST_SYMBOL, MIN_LEN, MAX_LEN = 20, 4, 3, 8  # symbols 4..19 (0..3 are PAD UNK BOS EOS)
+
+
+def reversal_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random symbol strings and their reversals: src (B, S) = x + EOS, src_lens (B,),
+    tgt_in (B, S) = BOS + reversed x, tgt_out (B, S) = reversed x + EOS, all PAD-padded."""
+    lens = torch.randint(MIN_LEN, MAX_LEN + 1, (n,), generator=g)
+    symbols = torch.randint(FIRST_SYMBOL, VOCAB, (n, MAX_LEN), generator=g)
+    pos = torch.arange(MAX_LEN + 1)
+    real = pos < lens.unsqueeze(1)  # (B, S)
+    src = torch.full((n, MAX_LEN + 1), PAD)
+    src[:, :MAX_LEN] = symbols
+    src = src.masked_fill(~real, PAD).scatter(1, lens.unsqueeze(1), EOS)
+    reversed_idx = (lens.unsqueeze(1) - 1 - pos).clamp(min=0)  # position i reads x[len - 1 - i]
+    tgt_out = src.gather(1, reversed_idx).masked_fill(~real, PAD).scatter(1, lens.unsqueeze(1), EOS)
+    tgt_in = torch.cat([torch.full((n, 1), BOS), tgt_out[:, :-1]], 1).masked_fill(tgt_out == PAD, PAD)
+    return src, lens + 1, tgt_in, tgt_out
+
+
+def test_reversal_batch() -> None:
+    src, src_lens, tgt_in, tgt_out = reversal_batch(50, torch.Generator().manual_seed(0))
+    for s, n, ti, to in zip(src.tolist(), src_lens.tolist(), tgt_in.tolist(), tgt_out.tolist()):
+        x = s[: n - 1]
+        assert s[n - 1 :] == [EOS] + [PAD] * (MAX_LEN + 1 - n) and all(t >= FIRST_SYMBOL for t in x)
+        assert to[:n] == x[::-1] + [EOS] and ti[:n] == [BOS] + x[::-1]
+        assert set(to[n:]) <= {PAD} and set(ti[n:]) <= {PAD}
+
+
+def test_tiny_model_learns_to_reverse_sequences() -> None:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = Seq2Seq(VOCAB, VOCAB, PAD, input_size=32, hidden_size=32, dropout=0.0, attention="luong")
+    steps = 300
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=steps, pct_start=0.1)
+    for _ in range(steps):
+        src, src_lens, tgt_in, tgt_out = reversal_batch(64, g)
+        logits = model(src, src_lens, tgt_in)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    src, src_lens, _, tgt_out = reversal_batch(500, torch.Generator().manual_seed(12345))  # held out
+    tokens, _ = greedy(model, src, src_lens, output_limits(src_lens, max_len=50), BOS, EOS)
+    expected = strip(tgt_out, EOS)
+    accuracy = sum(h == r for h, r in zip(strip(tokens, EOS), expected)) / len(expected)
+    assert accuracy > 0.9, f"exact-match accuracy {accuracy:.3f} after {steps} steps"
+
+
+def metric(rows: list[dict], name: str) -> list[float]:
+    """The logged values of `name`, in step order."""
+    return [float(r[name]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get(name)]
+
+
+def test_multi30k_training_loss_falls(trained_run: dict) -> None:
+    with open(trained_run["run_dir"] / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    train_loss, val_loss = metric(rows, "train/loss"), metric(rows, "val/loss")
+    vocab = Tokenizer.from_state(modelfile.read(trained_run["model_file"])["tokenizer"]).tgt_vocab_size
+    assert len(train_loss) >= 3 and len(val_loss) == trained_run["cfg"].trainer.max_epochs
+    assert train_loss[-1] < train_loss[0] - 0.3, train_loss
+    assert train_loss[-1] < math.log(vocab) - 1.5, (train_loss, vocab)  # a uniform guess costs log V
+    assert val_loss[-1] < val_loss[0], val_loss

@@ -1,0 +1,150 @@
+"""Shapes and invariants of the model's modules, checked against nn.GRU semantics."""
+import re
+
+import pytest
+import torch
+
+from seq2seq.model import Seq2Seq
+from seq2seq.model.bridge import Bridge
+from seq2seq.model.encoder import Encoder
+
+PAD, V_SRC, V_TGT = 0, 23, 19
+LENS = [5, 2, 7]  # the batch's sentences, longest not first: packing must not depend on order
+
+
+def source(lens: list[int], vocab: int = V_SRC, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids right-padded with PAD: src (B, S), src_lens (B,)."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lens), max(lens)), PAD)
+    for i, n in enumerate(lens):
+        src[i, :n] = torch.randint(1, vocab, (n,), generator=g)
+    return src, torch.tensor(lens)
+
+
+def encoder(num_layers: int, bidirectional: bool, hidden: int = 6) -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(V_SRC, 5, hidden, num_layers, 0.0, True, bidirectional, PAD).eval()
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_encoder_shapes_follow_nn_gru(num_layers: int, bidirectional: bool) -> None:
+    d, h = (2 if bidirectional else 1), 6
+    enc = encoder(num_layers, bidirectional, h)
+    src, lens = source(LENS)
+    out, h_n = enc(src, lens)
+    assert out.shape == (3, max(LENS), d * h) and enc.output_size == d * h
+    assert h_n.shape == (d * num_layers, 3, h)
+    for i, n in enumerate(LENS):
+        assert torch.all(out[i, n:] == 0), "padding positions of the output are zero"
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_encoder_is_invariant_to_padding(num_layers: int, bidirectional: bool) -> None:
+    enc = encoder(num_layers, bidirectional)
+    src, lens = source(LENS)
+    out, h_n = enc(src, lens)
+    for i, n in enumerate(LENS):
+        alone_out, alone_h = enc(src[i : i + 1, :n], lens[i : i + 1])
+        torch.testing.assert_close(h_n[:, i], alone_h[:, 0])
+        torch.testing.assert_close(out[i, :n], alone_out[0])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_final_states_are_the_outputs_at_the_sentence_ends(num_layers: int) -> None:
+    """Top layer: forward h_n = output at the last real token, backward h_n = output at position 0."""
+    h = 6
+    enc = encoder(num_layers, True, h)
+    src, lens = source(LENS)
+    out, h_n = enc(src, lens)
+    for i, n in enumerate(LENS):
+        torch.testing.assert_close(h_n[-2, i], out[i, n - 1, :h])
+        torch.testing.assert_close(h_n[-1, i], out[i, 0, h:])
+
+
+@pytest.mark.parametrize("enc_layers, directions, dec_layers, dec_hidden", [(2, 2, 3, 10), (3, 1, 1, 4), (1, 2, 2, 7)])
+def test_bridge_maps_any_layer_count_and_size(enc_layers: int, directions: int, dec_layers: int, dec_hidden: int) -> None:
+    bridge = Bridge(enc_layers, directions, 6, dec_layers, dec_hidden)
+    h_0 = bridge(torch.randn(directions * enc_layers, 4, 6))
+    assert h_0.shape == (dec_layers, 4, dec_hidden)
+    assert h_0.is_contiguous() and h_0.abs().max() < 1  # tanh
+
+
+def test_bridge_keeps_sentences_apart() -> None:
+    """Changing one sentence's encoder state changes only that sentence's decoder state."""
+    bridge = Bridge(2, 2, 6, 3, 5)
+    h_n = torch.randn(4, 3, 6)
+    changed = h_n.clone()
+    changed[:, 1] += 1
+    a, b = bridge(h_n), bridge(changed)
+    torch.testing.assert_close(a[:, [0, 2]], b[:, [0, 2]])
+    assert not torch.allclose(a[:, 1], b[:, 1])
+
+
+def model(attention: str, **kwargs) -> Seq2Seq:
+    torch.manual_seed(0)
+    options = {"input_size": 8, "hidden_size": 6, "dropout": 0.0, **kwargs}
+    return Seq2Seq(V_SRC, V_TGT, PAD, attention=attention, **options).eval()
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+@pytest.mark.parametrize("layers, dec_layers, dec_hidden, bidirectional",
+                         [(1, None, None, True), (2, 3, 10, True), (3, 1, 4, False)])
+def test_decoder_shapes(attention: str, layers: int, dec_layers: int | None, dec_hidden: int | None,
+                        bidirectional: bool) -> None:
+    m = model(attention, num_layers=layers, decoder_num_layers=dec_layers, decoder_hidden_size=dec_hidden,
+              bidirectional=bidirectional)
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    d = 2 if bidirectional else 1
+    expected_hidden = (dec_layers or layers, 3, dec_hidden or d * 6)
+    assert memory.values.shape == (3, max(LENS), d * 6) and h_0.shape == expected_hidden
+    tgt_in = torch.randint(1, V_TGT, (3, 4))
+    logits, hidden, attn = m.decoder(tgt_in, h_0, memory)
+    assert logits.shape == (3, 4, V_TGT) and hidden.shape == expected_hidden
+    if attention == "none":
+        assert attn is None
+    else:
+        assert attn.shape == (3, 4, max(LENS))
+    torch.testing.assert_close(m(src, lens, tgt_in), logits)
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+def test_attention_is_a_distribution_over_real_tokens(attention: str) -> None:
+    m = model(attention)
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    _, _, attn = m.decoder(torch.randint(1, V_TGT, (3, 5)), h_0, memory)  # (B, T, S)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(3, 5))
+    for i, n in enumerate(LENS):
+        assert torch.all(attn[i, :, n:] == 0) and torch.all(attn[i, :, :n] > 0)
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+def test_decoding_step_by_step_equals_teacher_forcing(attention: str) -> None:
+    """Search feeds one token at a time with the returned state; it must see what training sees."""
+    m = model(attention, num_layers=2)
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    tgt_in = torch.randint(1, V_TGT, (3, 4))
+    whole, _, _ = m.decoder(tgt_in, h_0, memory)
+    hidden, steps = h_0, []
+    for t in range(4):
+        logits, hidden, _ = m.decoder(tgt_in[:, t : t + 1], hidden, memory)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), whole)
+
+
+@pytest.mark.parametrize("key, value", [("dropout", 1.5), ("hidden_size", 0), ("num_layers", -1),
+                                        ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes")])
+def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:
+    with pytest.raises(ValueError, match=rf"model\.{key}\b.*{re.escape(repr(value))}"):
+        Seq2Seq(V_SRC, V_TGT, PAD, **{key: value})
+
+
+def test_tied_embeddings_need_one_vocabulary() -> None:
+    with pytest.raises(ValueError, match="tie_embeddings"):
+        Seq2Seq(V_SRC, V_TGT, PAD, tie_embeddings=True)
+    m = Seq2Seq(V_SRC, V_SRC, PAD, input_size=8, hidden_size=6, tie_embeddings=True, tie_output=True)
+    assert m.encoder.embed.weight is m.decoder.embed.weight is m.decoder.output.weight

@@ -5,12 +5,19 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from seq2seq.cli import user_errors
     from seq2seq.train import train
 
-    results = train(cfg)
-    print(f"test BLEU {results['test/bleu']:.2f}  chrF {results['test/chrf']:.2f}  "
-          f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}")
-    return results["test/bleu"]  # the value a Hydra sweeper optimises
+    results = user_errors(train)(cfg)
+    split = "val" if cfg.validate else "test"
+    line = f"{split} BLEU {results[split + '/bleu']:.2f}  chrF {results[split + '/chrf']:.2f}  "
+    line += f"({cfg.validate})" if cfg.validate else \
+        f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}"
+    if rank_zero_only.rank == 0:  # DDP: every rank returns the same scores
+        print(line)
+    return results[split + "/bleu"]  # the value a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 It is a plain dict saved with torch.save and loaded with ``weights_only=True``, so loading never
 runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way.
-Model files and checkpoints (with AtomicCheckpointIO) are written atomically: a process killed
+Model files (and checkpoints, through seq2seq.train.AtomicCheckpointIO) are written atomically: a process killed
 while saving leaves the previous file intact, never a truncated one.
 """
 import os
@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from seq2seq.data.tokenizer import PAD, Tokenizer
 from seq2seq.model import Seq2Seq
@@ -36,16 +35,6 @@ def atomic_save(obj: object, path: str | Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written with atomic_save. Lightning's own save renames from the system
-    temp folder, which is a plain, interruptible copy when that folder is on another file system."""
-
-    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_save(checkpoint, path)
 
 
 def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decoding: dict) -> None:

@@ -28,6 +28,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, limits: to
     tokens, attns = [], []
     for t in range(int(limits.max()) + 1):
         logits, hidden, attn = model.decoder(prev, hidden, memory)
+        logits[:, -1, [pad, bos]] = float("-inf")  # never generated
         best = logits[:, -1].argmax(-1)
         best = torch.where(t >= limits, torch.full_like(best, eos), best)  # forced end at the limit
         best = best.masked_fill(finished, pad)
@@ -67,9 +68,9 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, limit
         logits, hidden, attn = model.decoder(tokens[:, -1:], hidden, memory)
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B*K, V)
         vocab = logp.size(1)
-        at_limit = (t >= limits) & ~finished
-        logp[at_limit] = float("-inf")
-        logp[at_limit, eos] = 0.0
+        logp[:, [pad, bos]] = float("-inf")  # never generated
+        at_limit = (t >= limits) & ~finished  # must end now: EOS only, at its own log-probability
+        logp[at_limit] = logp[at_limit].masked_fill(torch.arange(vocab, device=device) != eos, float("-inf"))
         logp[finished] = float("-inf")
         logp[finished, pad] = 0.0
         candidates = scores.unsqueeze(1) + logp  # (B*K, V)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq import modelfile
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.model.seq2seq import check_config
 from seq2seq.module import TranslationModule
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ def train(cfg: DictConfig) -> dict:
     With ``validate=<checkpoint or model file>`` it trains nothing and returns that model's
     {"val/bleu", "val/chrf", "val/loss", "val/ppl"} on the validation split, under any trainer.
     """
+    check_config(**OmegaConf.to_container(cfg.model, resolve=True))  # before any work is done
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     trainer = make_trainer(cfg)  # first: it knows this process's global rank
@@ -100,6 +103,16 @@ def validate(cfg: DictConfig, trainer: L.Trainer, datamodule: TranslationDataMod
                                decoding=OmegaConf.to_container(cfg.decoding))
     module.model.load_state_dict(blob["state_dict"])
     return trainer.validate(module, datamodule, verbose=False)[0]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written with atomic_save. Lightning's own save renames from the system
+    temp folder, which is a plain, interruptible copy when that folder is on another file system."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        modelfile.atomic_save(checkpoint, path)
 
 
 def write_model_file(checkpoints: list[Path], path: Path) -> None:

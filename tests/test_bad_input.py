@@ -1,5 +1,6 @@
 """Bad input ends a script with one clear line (file, line or key), a non-zero exit and no output;
 odd but valid input (empty lines, CRLF, very long lines, unseen scripts) simply works."""
+import logging
 import os
 import runpy
 import sys
@@ -25,7 +26,7 @@ def tiny_tokenizer(vocab_size: int) -> Tokenizer:
                            vocab_size=vocab_size)
 
 
-def tiny_model_file(path: Path, vocab_size: int = 300) -> Path:
+def tiny_model_file(path: Path, vocab_size: int = 500) -> Path:
     """An untrained 16-unit model in a real model file: enough to test everything but quality."""
     tokenizer = tiny_tokenizer(vocab_size)
     model_cfg = OmegaConf.to_container(compose_config("train", ["model.input_size=16", "model.hidden_size=16"]).model)
@@ -42,7 +43,8 @@ def model_file(tmp_path_factory) -> Path:
 
 def script(name: str, *overrides: str) -> int:
     """Run scripts/<name>.py in this process with these command-line overrides; its exit status."""
-    argv = sys.argv
+    argv, root = sys.argv, logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra points logging at this test's stderr
     sys.argv = [f"{name}.py", *overrides]
     try:
         runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
@@ -51,6 +53,8 @@ def script(name: str, *overrides: str) -> int:
         return e.code if isinstance(e.code, int) else 1
     finally:
         sys.argv = argv
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def one_line_error(capfd, *names: str) -> str:
@@ -148,7 +152,7 @@ def test_model_files_that_are_not_ours_or_damaged_are_refused(model_file, workdi
 
 def test_a_tokenizer_that_does_not_fit_the_weights_is_refused(model_file, workdir, capfd):
     blob = modelfile.read(model_file)
-    modelfile.save(workdir / "mixed.pt", blob["model"], blob["state_dict"], tiny_tokenizer(200).state(),
+    modelfile.save(workdir / "mixed.pt", blob["model"], blob["state_dict"], tiny_tokenizer(400).state(),
                    blob["decoding"])
     write(workdir / "in.en", "A dog.\n")
     assert script("translate", "model_file=mixed.pt", "input=in.en", "output=out.de") == 2

@@ -238,7 +238,8 @@ def test_collate_shifts_the_target() -> None:
 
 def test_length_filter_applies_to_training_only(tmp_path: Path) -> None:
     max_len = 12
-    source = {"format": "text", "path": str(MULTI30K), "splits": {"train": "train", "val": "val", "test": "test_2016_flickr"}}
+    splits = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+    source = {"format": "text", "path": str(MULTI30K), "splits": splits}
     dm = TranslationDataModule("en", "de", source, {"vocab_size": 400}, max_tokens=200, max_len=max_len,
                                train_limit=400, eval_limit=150)
     tok = dm.prepare_tokenizer(tmp_path / "tokenizer")

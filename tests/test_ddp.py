@@ -161,4 +161,5 @@ def test_ddp_validation_scores_equal_one_process(resumed_run, tmp_path):
     assert len(ranks) == 2 and ranks[0] == ranks[1]
     assert single["val/bleu"] > 0
     assert {k: ranks[0][k] for k in single} == single
-    assert len(datamodule(resumed_run, "validate").val_dataloader()) % 2 == 1  # so one rank had a batch fewer, or a repeat
+    # an odd number of batches: one rank had a batch fewer, or repeated one
+    assert len(datamodule(resumed_run, "validate").val_dataloader()) % 2 == 1

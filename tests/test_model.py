@@ -64,7 +64,8 @@ def test_final_states_are_the_outputs_at_the_sentence_ends(num_layers: int) -> N
 
 
 @pytest.mark.parametrize("enc_layers, directions, dec_layers, dec_hidden", [(2, 2, 3, 10), (3, 1, 1, 4), (1, 2, 2, 7)])
-def test_bridge_maps_any_layer_count_and_size(enc_layers: int, directions: int, dec_layers: int, dec_hidden: int) -> None:
+def test_bridge_maps_any_layer_count_and_size(enc_layers: int, directions: int, dec_layers: int,
+                                              dec_hidden: int) -> None:
     bridge = Bridge(enc_layers, directions, 6, dec_layers, dec_hidden)
     h_0 = bridge(torch.randn(directions * enc_layers, 4, 6))
     assert h_0.shape == (dec_layers, 4, dec_hidden)

@@ -124,13 +124,11 @@ def test_alpha_acts_only_through_lengths(attention: str) -> None:
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="beam_search gives the EOS forced at a sentence's limit for free (logp 0) instead of "
-                          "its log-probability, so cut-off hypotheses outrank finished ones; patch in the issue-2 report")
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
     """With one output token allowed and beam = vocabulary, the search is exhaustive: it must return
-    argmax log p(y) / ((5 + |y|) / 6) ** alpha over y = [EOS] and every [w, EOS], |y| counting EOS."""
+    argmax log p(y) / ((5 + |y|) / 6) ** alpha over y = [EOS] and every [w, EOS] (w not PAD or BOS),
+    |y| counting EOS."""
     m, (src, lens) = random_model(attention), batch()
     b = len(LENS)
     memory, h_0 = m.encode(src, lens)
@@ -145,6 +143,7 @@ def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
     for alpha in (0.0, 1.0, 3.0, 10.0):
         two = (first + then_eos) / length_penalty(torch.tensor(2), alpha)
         two[:, EOS] = first[:, EOS] / length_penalty(torch.tensor(1), alpha)
+        two[:, [PAD, BOS]] = float("-inf")  # search never generates these
         expected = [[] if w == EOS else [w] for w in two.argmax(1).tolist()]
         tokens, _ = beam_search(m, src, lens, torch.ones(b, dtype=torch.long), BOS, EOS, VOCAB, alpha)
         assert strip(tokens, EOS) == expected, alpha
@@ -154,10 +153,13 @@ def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
 
 def test_translate_ids_strips_eos_and_switches_search() -> None:
     m, (src, lens) = random_model("bahdanau"), batch()
-    greedy_ids = translate_ids(m, src, lens, beam_size=1, alpha=1.0, max_len=12, bos=BOS, eos=EOS)
-    beam_ids = translate_ids(m, src, lens, beam_size=4, alpha=1.0, max_len=12, bos=BOS, eos=EOS)
-    tokens, _ = greedy(m, src, lens, output_limits(lens, 12), BOS, EOS)
-    assert greedy_ids == strip(tokens, EOS)
-    assert len(beam_ids) == len(LENS)
-    assert all(EOS not in row and PAD not in row for row in greedy_ids + beam_ids)
-    assert strip(torch.tensor([[5, 6, EOS, PAD], [EOS, PAD, PAD, PAD], [7, 8, 9, 10]]), EOS) == [[5, 6], [], [7, 8, 9, 10]]
+    limits = output_limits(lens, 12)
+    for beam_size in (1, 4):
+        ids = translate_ids(m, src, lens, beam_size=beam_size, alpha=1.0, max_len=12, bos=BOS, eos=EOS)
+        if beam_size == 1:
+            tokens, _ = greedy(m, src, lens, limits, BOS, EOS)
+        else:
+            tokens, _ = beam_search(m, src, lens, limits, BOS, EOS, beam_size, 1.0)
+        assert ids == strip(tokens, EOS) and all(EOS not in row for row in ids)
+    rows = torch.tensor([[5, 6, EOS, PAD], [EOS, PAD, PAD, PAD], [7, 8, 9, 10]])
+    assert strip(rows, EOS) == [[5, 6], [], [7, 8, 9, 10]]

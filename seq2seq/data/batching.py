@@ -52,10 +52,12 @@ class TokenBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:
-            if self.shuffle:  # every rank must take the same number of optimizer steps
-                batches += batches[: -len(batches) % self.world_size]
-            batches = batches[self.rank :: self.world_size]
+        if self.world_size > 1 and batches:
+            # Every rank needs at least one batch (an empty rank hangs the others); in training, as many as the
+            # others. Repeat the first batches, as DistributedSampler repeats samples; evaluation drops repeats by id.
+            n = len(batches)
+            want = -(-n // self.world_size) * self.world_size if self.shuffle else max(n, self.world_size)
+            batches = [batches[i % n] for i in range(want)][self.rank :: self.world_size]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

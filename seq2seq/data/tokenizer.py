@@ -46,7 +46,7 @@ class Tokenizer:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, blob in (("spm.src.model", self.src_model), ("spm.tgt.model", self.tgt_model)):
+        for name, blob in (("spm.tgt.model", self.tgt_model), ("spm.src.model", self.src_model)):  # src last: load() waits for it
             if blob is not None:
                 tmp = folder / (name + ".tmp")
                 tmp.write_bytes(blob)

@@ -22,15 +22,16 @@ class Seq2Seq(nn.Module):
                  decoder_num_layers: int | None = None, attention: str = "luong",
                  tie_embeddings: bool = False, tie_output: bool = True) -> None:
         super().__init__()
+        check_config(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
+                     bias=bias, bidirectional=bidirectional, decoder_hidden_size=decoder_hidden_size,
+                     decoder_num_layers=decoder_num_layers, attention=attention, tie_embeddings=tie_embeddings,
+                     tie_output=tie_output)
         directions = 2 if bidirectional else 1
         dec_hidden = decoder_hidden_size or directions * hidden_size
         dec_layers = decoder_num_layers or num_layers
-        validate(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
-                 decoder_hidden_size=dec_hidden, decoder_num_layers=dec_layers, attention=attention,
-                 bias=bias, bidirectional=bidirectional)
         if tie_embeddings and src_vocab != tgt_vocab:
             raise ValueError(f"model.tie_embeddings=true needs one joint vocabulary, got {src_vocab} "
-                             f"source and {tgt_vocab} target pieces (set data.joint_vocab=true)")
+                             f"source and {tgt_vocab} target pieces (set data.tokenizer.joint=true)")
         self.encoder = Encoder(src_vocab, input_size, hidden_size, num_layers, dropout, bias,
                                bidirectional, pad_id)
         self.bridge = Bridge(num_layers, directions, hidden_size, dec_layers, dec_hidden)
@@ -56,15 +57,18 @@ class Seq2Seq(nn.Module):
         return logits
 
 
-def validate(**values) -> None:
+def check_config(**values) -> None:
     """Fail at start-up, naming the `model.` key, instead of deep inside nn.GRU."""
     for key in ("input_size", "hidden_size", "num_layers", "decoder_hidden_size", "decoder_num_layers"):
-        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] <= 0:
-            raise ValueError(f"model.{key} must be a positive integer, got {values[key]!r}")
+        value = values[key]
+        if key.startswith("decoder_") and value is None:  # None: follow the encoder
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
     dropout = values["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
-    for key in ("bias", "bidirectional"):
+    for key in ("bias", "bidirectional", "tie_embeddings", "tie_output"):
         if not isinstance(values[key], bool):
             raise ValueError(f"model.{key} must be true or false, got {values[key]!r}")
     choices = ["none", *ATTENTION]

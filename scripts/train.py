@@ -1,6 +1,10 @@
 """Train a model: python scripts/train.py [model.hidden_size=512 ...] [experiment=...] [-m sweeps]."""
+import time
+
 import hydra
 from omegaconf import DictConfig
+
+START = time.monotonic()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -15,6 +19,7 @@ def main(cfg: DictConfig) -> float:
     line = f"{split} BLEU {results[split + '/bleu']:.2f}  chrF {results[split + '/chrf']:.2f}  "
     line += f"({cfg.validate})" if cfg.validate else \
         f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}"
+    line += f"  wall time {(time.monotonic() - START) / 60:.1f} min"
     if rank_zero_only.rank == 0:  # DDP: every rank returns the same scores
         print(line)
     return results[split + "/bleu"]  # the value a Hydra sweeper optimises

@@ -97,7 +97,13 @@ def translate_throughput(model_file: str, sources: list[str], beam: int, **optio
     hyps = translator.translate(sources)
     seconds = time.perf_counter() - start
     pieces = sum(len(ids) for ids in translator.tokenizer.encode_tgt(hyps))
-    return {"beam": beam, "sents_s": len(sources) / seconds, "tok_s": pieces / seconds, "seconds": seconds}
+    return {"beam": beam, "sents_s": len(sources) / seconds, "tok_s": pieces / seconds, "seconds": seconds,
+            "words_per_sent": words_per_line(hyps)}
+
+
+def words_per_line(lines: list[str]) -> float:
+    """Mean whitespace-separated words per output line (output lengths differ between models)."""
+    return sum(len(line.split()) for line in lines) / max(len(lines), 1)
 
 
 def joey_train_throughput(joey: DictConfig, steps: int) -> dict:
@@ -136,8 +142,10 @@ def joey_translate_throughput(joey: DictConfig, sources: list[str], beam: int) -
     startup, _ = timed(sources[:1])
     total, out = timed(sources)
     seconds = total - startup
+    hyps = out.splitlines()
+    assert len(hyps) == len(sources), f"Joey NMT gave {len(hyps)} lines for {len(sources)}"
     return {"beam": beam, "sents_s": (len(sources) - 1) / seconds, "seconds": seconds,
-            "outputs": len(out.splitlines())}
+            "words_per_sent": words_per_line(hyps)}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -194,6 +202,8 @@ def table(results: dict) -> str:
     for r in results.get("ours_translate") or []:
         row(f"translate sents/s (beam {r['beam']})", r["sents_s"], joey_translate.get(r["beam"], {}).get("sents_s"), 1)
         row(f"translate tok/s (beam {r['beam']})", r["tok_s"])
+        row(f"output words/sent (beam {r['beam']})", r["words_per_sent"],
+            joey_translate.get(r["beam"], {}).get("words_per_sent"), 1)
     return "\n".join(lines)
 
 

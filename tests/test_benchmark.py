@@ -1,0 +1,26 @@
+"""The benchmark measures what it says: timed training steps, FLOPs per token, translation speed."""
+from conftest import MULTI30K, compose_config
+from seq2seq.benchmark import run, table
+
+
+def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> None:
+    vocab, emb = 500, 32
+    cfg = compose_config("benchmark", [
+        f"model.input_size={emb}", "model.hidden_size=32", f"data.tokenizer.vocab_size={vocab}",
+        "data.train_limit=2000", "data.eval_limit=40", f"data.source.path={MULTI30K}", "warmup_steps=2",
+        "steps=3", "precisions=[32-true]", "beams=[1,2]", f"model_file={trained_run['model_file']}",
+        f"work_dir={tmp_path}", f"output={tmp_path / 'benchmark.json'}"])
+    results = run(cfg)
+
+    (train,) = results["ours_train"]
+    assert train["steps"] == 3 and train["seconds"] > 0
+    assert train["src_tgt_tok_s"] > train["tgt_tok_s"] > 0
+    # the tied output projection alone costs 2·V·E FLOPs per target token forward and twice that backward
+    assert train["flops_per_tgt_token"] > 6 * vocab * emb
+    assert 0 < train["mfu"] < 1
+    assert [t["beam"] for t in results["ours_translate"]] == [1, 2]
+    assert all(t["sents_s"] > 0 and t["words_per_sent"] > 0 for t in results["ours_translate"])
+    text = table(results)
+    for row in ("train tgt tok/s (32-true)", "MFU % (32-true)", "translate sents/s (beam 2)", "peak RSS MiB"):
+        assert row in text
+    assert not [line for line in text.splitlines() if line.endswith("x")]  # no Joey, so no ours/Joey ratios

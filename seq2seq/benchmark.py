@@ -115,10 +115,13 @@ def joey_train_throughput(joey: DictConfig, steps: int) -> dict:
     text = text.replace("    epochs: 8", f"    epochs: 8\n    updates: {steps}")
     bench = Path(joey.work) / "gru_bench.yaml"
     bench.write_text(text)
+    # Its `train` ends by testing the best checkpoint, which a run without validation lacks, so its
+    # exit status is not the measure of success: the log lines and the saved final checkpoint are.
     log = subprocess.run([f"{joey.venv}/bin/python", "-m", "joeynmt", "train", str(bench)],
-                         capture_output=True, text=True, check=True).stderr
+                         capture_output=True, text=True).stderr
     rates = [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", log)]
-    assert rates, "no 'Tokens per Sec' in Joey NMT's log"
+    if not rates or f"{steps}.ckpt" not in log:
+        raise RuntimeError(f"Joey NMT training did not finish {steps} updates:\n{log[-3000:]}")
     rates = rates[1:] or rates  # the first interval includes start-up
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"precision": "32-true", "tgt_tok_s": sum(rates) / len(rates), "peak_rss_mib": peak}

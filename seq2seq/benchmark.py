@@ -146,7 +146,8 @@ def joey_translate_throughput(joey: DictConfig, sources: list[str], beam: int) -
     total, out = timed(sources)
     seconds = total - startup
     hyps = out.splitlines()
-    assert len(hyps) == len(sources), f"Joey NMT gave {len(hyps)} lines for {len(sources)}"
+    if len(hyps) != len(sources):
+        raise RuntimeError(f"Joey NMT gave {len(hyps)} lines for {len(sources)}")
     return {"beam": beam, "sents_s": (len(sources) - 1) / seconds, "seconds": seconds,
             "words_per_sent": words_per_line(hyps)}
 
@@ -203,10 +204,10 @@ def table(results: dict) -> str:
     row("peak RSS MiB", results["ours_peak_rss_mib"], joey.get("peak_rss_mib"))
     joey_translate = {r["beam"]: r for r in results.get("joey_translate") or []}
     for r in results.get("ours_translate") or []:
-        row(f"translate sents/s (beam {r['beam']})", r["sents_s"], joey_translate.get(r["beam"], {}).get("sents_s"), 1)
+        peer = joey_translate.get(r["beam"], {})
+        row(f"translate sents/s (beam {r['beam']})", r["sents_s"], peer.get("sents_s"), 1)
         row(f"translate tok/s (beam {r['beam']})", r["tok_s"])
-        row(f"output words/sent (beam {r['beam']})", r["words_per_sent"],
-            joey_translate.get(r["beam"], {}).get("words_per_sent"), 1)
+        row(f"output words/sent (beam {r['beam']})", r["words_per_sent"], peer.get("words_per_sent"), 1)
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ def trained_run(tmp_path_factory, multi30k) -> dict:
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", [*TINY, "data.train_limit=3000", "data.eval_limit=300", "trainer.max_epochs=2",
-                                   "optim.lr=3e-3", "model.dropout=0.1", "decoding.beam_size=2", "decoding.max_len=40"], run_dir)
+                                   "optim.lr=3e-3", "model.dropout=0.1", "decoding.beam_size=2",
+                                   "decoding.max_len=40"], run_dir)
     results = train(cfg)
     return {**results, "run_dir": run_dir, "cfg": cfg}

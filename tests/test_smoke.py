@@ -12,7 +12,6 @@ def test_training_run_writes_a_model_file_and_scores(trained_run):
     assert (trained_run["run_dir"] / "checkpoints" / "last.ckpt").is_file()
 
 
-
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_key_a_recipe_sets_takes_effect(recipe: str) -> None:
     """conf/experiment/*.yaml compose last: each value a recipe sets is the one used."""

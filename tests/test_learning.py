@@ -9,6 +9,7 @@ from seq2seq import modelfile
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.model import Seq2Seq
 from seq2seq.search import greedy, output_limits, strip
+from conftest import TINY, compose_config
 
 VOCAB, FIRST_SYMBOL, MIN_LEN, MAX_LEN = 20, 4, 3, 8  # symbols 4..19 (0..3 are PAD UNK BOS EOS)
 
@@ -76,3 +77,31 @@ def test_multi30k_training_loss_falls(trained_run: dict) -> None:
     assert train_loss[-1] < train_loss[0] - 0.3, train_loss
     assert train_loss[-1] < math.log(vocab) - 1.5, (train_loss, vocab)  # a uniform guess costs log V
     assert val_loss[-1] < val_loss[0], val_loss
+
+
+COSINE = [*TINY, "data.train_limit=300", "data.eval_limit=20", "optim.schedule=cosine", "optim.lr=2e-3",
+          "optim.min_lr=2e-5", "optim.warmup_steps=5", "trainer.log_every_n_steps=1", "callbacks.early_stopping=null",
+          "decoding.beam_size=1", "decoding.max_len=20", "average_checkpoints=1"]
+
+
+def test_cosine_schedule_spends_a_step_budget(tmp_path, multi30k) -> None:
+    from seq2seq.train import train
+
+    train(compose_config("train", [*COSINE, "trainer.max_steps=30", "trainer.max_epochs=100"], tmp_path))
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
+        lr = metric(list(csv.DictReader(f)), "lr-Adam")  # the rate each of the 30 steps ran at
+    floor = 2e-5 / 2e-3
+    expected = [2e-3 * min((k + 1) / 5, floor + (1 - floor) * (1 + math.cos(math.pi * k / 30)) / 2) for k in range(30)]
+    assert len(lr) == 30 and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(lr, expected)), (lr, expected)
+
+
+def test_cosine_schedule_spends_a_time_budget(tmp_path, multi30k) -> None:
+    from seq2seq.train import train
+
+    train(compose_config("train", [*COSINE, "trainer.max_time=00:00:00:15", "trainer.max_epochs=1000"], tmp_path))
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
+        lr = metric(list(csv.DictReader(f)), "lr-Adam")
+    peak = lr.index(max(lr))
+    assert max(lr) > 0.9 * 2e-3 and len(lr) > 20, lr
+    assert all(b <= a for a, b in zip(lr[peak:], lr[peak + 1:])), lr  # falls with the clock after warm-up
+    assert lr[-1] < 0.1 * 2e-3, lr  # and has nearly reached min_lr when max_time stops the run

@@ -149,3 +149,40 @@ def test_tied_embeddings_need_one_vocabulary() -> None:
         Seq2Seq(V_SRC, V_TGT, PAD, tie_embeddings=True)
     m = Seq2Seq(V_SRC, V_SRC, PAD, input_size=8, hidden_size=6, tie_embeddings=True, tie_output=True)
     assert m.encoder.embed.weight is m.decoder.embed.weight is m.decoder.output.weight
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dtype) -> None:
+    from seq2seq.module import smoothed_loss
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, 6, V_TGT, generator=g)).to(dtype).requires_grad_()
+    target = torch.randint(1, V_TGT, (4, 6), generator=g)
+    target[1, 3:] = target[3, 1:] = PAD
+    loss, nll, tokens = smoothed_loss(logits, target, 0.2)
+    loss.backward()
+    ref_logits = logits.detach().float().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(ref_logits.view(-1, V_TGT), target.view(-1), ignore_index=PAD,
+                                            label_smoothing=0.2, reduction="sum")
+    ref.backward()
+    ref_nll = torch.nn.functional.cross_entropy(ref_logits.detach().view(-1, V_TGT), target.view(-1),
+                                                ignore_index=PAD, reduction="sum")
+    assert tokens == int((target != PAD).sum()) == 24 - 3 - 5
+    assert torch.allclose(loss, ref, rtol=1e-5) and torch.allclose(nll, ref_nll, rtol=1e-5)
+    assert not nll.requires_grad
+    assert logits.grad.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 4e-3  # bf16 gradients carry 8 bits of mantissa
+    assert torch.allclose(logits.grad.float(), ref_logits.grad, atol=tol)
+    assert logits.grad[1, 3:].abs().max() == 0  # pad positions get no gradient
+
+
+def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
+    from seq2seq.model.dropout import Dropout
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3), torch.ones(1000, 1000, requires_grad=True)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.002
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    assert abs(y.mean().item() - 1) < 0.005
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the unit was kept, scaled alike
+    assert torch.equal(drop.eval()(x), x)

@@ -11,13 +11,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.model.dropout import Dropout
+
 
 class Encoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float, bias: bool, bidirectional: bool, pad_id: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # nn.GRU applies `dropout` between layers only; the embedding and top-layer dropout is ours.
         self.rnn = nn.GRU(input_size, hidden_size, num_layers, bias=bias, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)

@@ -1,0 +1,17 @@
+"""Dropout whose CPU mask costs a third of ``nn.Dropout``'s.
+
+On CPU ``nn.Dropout`` draws its mask with ``bernoulli_``, one scalar draw per element: on the
+(B, T, 1024) readout input that was 11% of a training step (torch.profiler, 2-core EPYC). A
+uniform ``torch.rand`` compared with p gives the same distribution, vectorised. Elsewhere (CUDA's
+fused kernel, evaluation) this is ``nn.Dropout``.
+"""
+import torch
+from torch import nn
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand(x.shape) >= self.p  # float32 draws: faster than bf16 ones on CPU
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))

@@ -6,6 +6,7 @@ Every figure is measured here, on these cores, in this process (or its Joey subp
   translation sentences/s and output tokens/s on the test split, greedy and beam search, batched
   MFU         model matmul FLOPs per target token (counted with torch's FlopCounterMode on real
               batches) x tokens/s / torch.matmul FLOP/s measured in the same precision
+  profile     torch.profiler over 8 training steps per precision: the ops with most self CPU time
 """
 import json
 import re
@@ -58,19 +59,43 @@ class Stopwatch(Callback):
             self.seconds = time.perf_counter() - self.start
 
 
+def forward_backward(module: TranslationModule, batch: dict, precision: str) -> int:
+    """One training batch's forward and backward pass (as Lightning runs it); returns its target tokens."""
+    dtype = AUTOCAST[precision]
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
+        loss, _, n = smoothed_loss(logits, batch["tgt_out"], 0.1)
+    (loss / n).backward()
+    return n
+
+
 def flops_per_target_token(module: TranslationModule, batches: list[dict], precision: str) -> float:
     """Forward + backward matmul FLOPs of real training batches, per target token."""
     counter, tokens = FlopCounterMode(display=False), 0
-    dtype = AUTOCAST[precision]
     with counter:
         for batch in batches:
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
-                loss, _, n = smoothed_loss(logits, batch["tgt_out"], 0.1)
-            (loss / n).backward()
-            tokens += n
+            tokens += forward_backward(module, batch, precision)
     module.zero_grad()
     return counter.get_total_flops() / tokens
+
+
+def profile_shares(module: TranslationModule, batches: list[dict], precision: str, top: int = 10) -> dict[str, float]:
+    """torch.profiler over training steps (forward, backward, Adam) on real batches: the `top` ops'
+    shares of self CPU time, costliest first."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+
+    def step(batch: dict) -> None:
+        forward_backward(module, batch, precision)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step(batches[0])  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for batch in batches:
+            step(batch)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {e.key: e.self_cpu_time_total / total for e in events[:top]}
 
 
 def train_throughput(cfg: DictConfig, datamodule, tokenizer, precision: str) -> dict:
@@ -87,7 +112,8 @@ def train_throughput(cfg: DictConfig, datamodule, tokenizer, precision: str) -> 
     flops = flops_per_target_token(module, sample, precision)
     return {"precision": precision, "tgt_tok_s": watch.tgt_tokens / watch.seconds,
             "src_tgt_tok_s": (watch.tgt_tokens + watch.src_tokens) / watch.seconds,
-            "flops_per_tgt_token": flops, "steps": cfg.steps, "seconds": watch.seconds}
+            "flops_per_tgt_token": flops, "steps": cfg.steps, "seconds": watch.seconds,
+            "profile": profile_shares(module, sample, precision) if cfg.profile else None}
 
 
 def translate_throughput(model_file: str, sources: list[str], beam: int, **options) -> dict:
@@ -201,6 +227,10 @@ def table(results: dict) -> str:
         row(f"train tgt tok/s ({r['precision']})", r["tgt_tok_s"], joey.get("tgt_tok_s"))
         row(f"train src+tgt tok/s ({r['precision']})", r["src_tgt_tok_s"])
         row(f"MFU % ({r['precision']})", 100 * r["mfu"], digits=1)
+    for r in results["ours_train"]:
+        if r.get("profile"):
+            shares = ", ".join(f"{op.removeprefix('aten::')} {100 * v:.0f}%" for op, v in r["profile"].items())
+            lines.append(f"profile ({r['precision']}), self CPU time: {shares}")
     row("peak RSS MiB", results["ours_peak_rss_mib"], joey.get("peak_rss_mib"))
     joey_translate = {r["beam"]: r for r in results.get("joey_translate") or []}
     for r in results.get("ours_translate") or []:

@@ -18,9 +18,12 @@ def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> N
     # the tied output projection alone costs 2·V·E FLOPs per target token forward and twice that backward
     assert train["flops_per_tgt_token"] > 6 * vocab * emb
     assert 0 < train["mfu"] < 1
+    shares = train["profile"]  # torch.profiler's costliest ops, costliest first
+    assert len(shares) == 10 and 0.3 < sum(shares.values()) <= 1 and list(shares.values()) == sorted(shares.values())[::-1]
+    assert {"aten::mm", "aten::addmm"} & set(shares)  # a GRU model's step spends most in its matmuls
     assert [t["beam"] for t in results["ours_translate"]] == [1, 2]
     assert all(t["sents_s"] > 0 and t["words_per_sent"] > 0 for t in results["ours_translate"])
     text = table(results)
-    for row in ("train tgt tok/s (32-true)", "MFU % (32-true)", "translate sents/s (beam 2)", "peak RSS MiB"):
+    for row in ("train tgt tok/s (32-true)", "MFU % (32-true)", "profile (32-true), self CPU time: ", "translate sents/s (beam 2)", "peak RSS MiB"):
         assert row in text
     assert not [line for line in text.splitlines() if line.endswith("x")]  # no Joey, so no ours/Joey ratios

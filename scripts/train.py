@@ -4,6 +4,8 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+
 START = time.monotonic()
 
 
@@ -15,14 +17,11 @@ def main(cfg: DictConfig) -> float:
     from seq2seq.train import train
 
     results = user_errors(train)(cfg)
-    split = "val" if cfg.validate else "test"
-    line = f"{split} BLEU {results[split + '/bleu']:.2f}  chrF {results[split + '/chrf']:.2f}  "
-    line += f"({cfg.validate})" if cfg.validate else \
-        f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}"
-    line += f"  wall time {(time.monotonic() - START) / 60:.1f} min"
     if rank_zero_only.rank == 0:  # DDP: every rank returns the same scores
-        print(line)
-    return results[split + "/bleu"]  # the value a Hydra sweeper optimises
+        print(f"test BLEU {results['test/bleu']:.2f}  chrF {results['test/chrf']:.2f}  "
+              f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}  "
+              f"wall time {(time.monotonic() - START) / 60:.1f} min")
+    return results["test/bleu"]
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """What the scripts share: one-line errors for bad input, atomic output files, input lines."""
 import functools
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError, iter_lines, open_text
+from seq2seq.files import atomic_text
 from seq2seq.modelfile import ModelFileError
+
 
 def user_errors(main: Callable) -> Callable:
     """Bad input ends the script with `error: <what, where>` on stderr and exit status 2."""
@@ -16,7 +18,7 @@ def user_errors(main: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (DataError, ModelFileError, ValueError, FileNotFoundError) as e:
+        except (ConfigError, DataError, ModelFileError, ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
     return wrapper
@@ -38,10 +40,5 @@ def output_file(path: str | None) -> Iterator[TextIO]:
         yield sys.stdout
         sys.stdout.flush()
         return
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_text(path) as f:
+        yield f

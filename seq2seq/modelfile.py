@@ -1,40 +1,28 @@
 """The model file: weights, model config, decoding defaults and SentencePiece models in one file.
 
 It is a plain dict saved with torch.save and loaded with ``weights_only=True``, so loading never
-runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way.
-Model files (and checkpoints, through seq2seq.train.AtomicCheckpointIO) are written atomically: a process killed
-while saving leaves the previous file intact, never a truncated one.
+runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way. Model files
+and checkpoints (seq2seq.callbacks.AtomicCheckpointIO) are written atomically (seq2seq.files): a process killed while
+saving leaves the previous file intact, never a truncated one.
 """
-import os
+import logging
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
+from seq2seq.config import DecodingConfig, ModelConfig, from_dict
 from seq2seq.data.tokenizer import PAD, Tokenizer
-from seq2seq.model import Seq2Seq
+from seq2seq.files import atomic_save
+from seq2seq.model import EncoderDecoder
 
 FORMAT = "seq2seq-gru/1"
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(ValueError):
     """The file is missing, damaged, unsafe or not a seq2seq model."""
-
-
-def atomic_save(obj: object, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, synced, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decoding: dict) -> None:
@@ -43,8 +31,8 @@ def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decodin
                  "tokenizer": tokenizer, "decoding": decoding}, path)
 
 
-def read(path: str | Path) -> dict:
-    """The file's contents as {model, state_dict, tokenizer, decoding}, checked."""
+def read_contents(path: str | Path) -> dict:
+    """The file's contents as plain data {model, state_dict, tokenizer, decoding}, checked."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
@@ -70,11 +58,12 @@ def read(path: str | Path) -> dict:
     raise ModelFileError(f"{path}: not a seq2seq model file (no weights, config and tokenizer)")
 
 
-def load(path: str | Path) -> tuple[Seq2Seq, Tokenizer, dict]:
+def load_model(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, DecodingConfig]:
     """Model (eval mode, CPU), tokenizer and the decoding defaults stored with it."""
-    blob = read(path)
+    blob = read_contents(path)
     tokenizer = Tokenizer.from_state(blob["tokenizer"])
-    model = Seq2Seq(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, **blob["model"])
+    model = EncoderDecoder(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD,
+                           from_dict(ModelConfig, blob["model"], f"{path}: model"))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in blob["state_dict"].items()}
     if expected != found:
@@ -83,4 +72,14 @@ def load(path: str | Path) -> tuple[Seq2Seq, Tokenizer, dict]:
                              f"(vocabulary {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}); "
                              f"mismatched: {', '.join(diff[:4])}")
     model.load_state_dict(blob["state_dict"])
-    return model.eval(), tokenizer, dict(blob.get("decoding") or {})
+    decoding = from_dict(DecodingConfig, dict(blob.get("decoding") or {}), f"{path}: decoding")
+    return model.eval(), tokenizer, decoding
+
+
+def write_average(checkpoints: list[Path], path: Path) -> None:
+    """The model file from one checkpoint, or from the average of several checkpoints' weights."""
+    blobs = [read_contents(c) for c in checkpoints]
+    state = {k: sum(b["state_dict"][k].float() for b in blobs) / len(blobs) for k in blobs[0]["state_dict"]}
+    first = blobs[0]
+    save(path, first["model"], state, first["tokenizer"], first["decoding"])
+    log.info("model file %s (average of %d checkpoints: %s)", path, len(blobs), ", ".join(c.name for c in checkpoints))

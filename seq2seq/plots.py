@@ -9,11 +9,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from seq2seq.files import atomic_binary
 
 log = logging.getLogger(__name__)
 
@@ -111,43 +111,9 @@ def bucket_chart(labels: Sequence[str], sentences: Sequence[int], scores: dict[s
 
 
 def save(fig: Figure, path: Path | str, dpi: int = 110) -> Path:
-    """Write the figure as PNG (rendered with Agg), creating the folder if needed."""
+    """Write the figure as PNG (rendered with Agg), atomically, creating the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    with atomic_binary(path) as f:
+        fig.savefig(f, dpi=dpi, format="png")
     return path
-
-
-class TrainingCurves(L.Callback):
-    """Draws `path` (e.g. run_dir/curves.png) from the CSV logger's metrics.csv when fitting ends.
-
-    Also when fitting stops on an error or Ctrl+C, so a cut-short run shows how far it got.
-    Only global rank 0 draws; without a CSVLogger it warns and draws nothing.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.draw(trainer)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        try:
-            self.draw(trainer)
-        except Exception as e:  # the training error is the one to report
-            log.warning("could not draw %s: %s", self.path, e)
-
-    def draw(self, trainer: L.Trainer) -> None:
-        if not trainer.is_global_zero:
-            return
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
-        if logger is None:
-            log.warning("no CSVLogger among the loggers: %s not drawn", self.path)
-            return
-        logger.save()  # flush the rows still buffered
-        metrics = Path(logger.experiment.metrics_file_path)
-        if not metrics.is_file():
-            log.warning("%s does not exist (nothing logged yet): %s not drawn", metrics, self.path)
-            return
-        save(training_curves(metrics, title=f"training curves: {Path(logger.save_dir).name}"), self.path)
-        log.info("training curves: %s", self.path)

@@ -1,4 +1,4 @@
-"""Batched greedy and beam search over a Seq2Seq model.
+"""Batched greedy and beam search over an EncoderDecoder.
 
 Both take a padded source batch and per-sentence output limits and return
 tokens (B, T) (EOS included, then pad) and, if asked, attention weights (B, T, S).
@@ -9,7 +9,8 @@ GNMT length penalty ((5 + length) / 6) ** alpha.
 """
 import torch
 
-from seq2seq.model import Seq2Seq
+from seq2seq.config import DecodingConfig
+from seq2seq.model import EncoderDecoder
 
 
 def output_limits(src_lens: torch.Tensor, max_len: int, ratio: float = 1.5, extra: int = 10) -> torch.Tensor:
@@ -18,7 +19,7 @@ def output_limits(src_lens: torch.Tensor, max_len: int, ratio: float = 1.5, extr
 
 
 @torch.inference_mode()
-def greedy(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor,
+def greedy(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
            bos: int, eos: int, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     memory, hidden = model.encode(src, src_lens)
     batch, pad = src.size(0), model.pad_id
@@ -48,9 +49,9 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor,
-                bos: int, eos: int, beam_size: int, alpha: float = 1.0,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def beam_search(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
+                bos: int, eos: int, beam_size: int, alpha: float, return_attention: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     batch, k, device, pad = src.size(0), beam_size, src.device, model.pad_id
     memory, hidden = model.encode(src, src_lens)
     expand = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,)
@@ -104,17 +105,17 @@ def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam_size: int, alpha: float,
-           max_len: int, bos: int, eos: int, return_attention: bool = False
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Greedy when beam_size is 1, else beam search: tokens (B, T), attention (B, T, S) | None."""
-    limits = output_limits(src_lens, max_len)
-    if beam_size == 1:
-        return greedy(model, src, src_lens, limits, bos, eos, return_attention)
-    return beam_search(model, src, src_lens, limits, bos, eos, beam_size, alpha, return_attention)
+def decode(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
+           bos: int, eos: int, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Greedy when decoding.beam_size is 1, else beam search: tokens (B, T), attention (B, T, S) | None."""
+    limits = output_limits(src_lens, decoding.max_len)
+    if decoding.beam_size == 1:
+        return greedy(model, src, src_lens, limits, bos=bos, eos=eos, return_attention=return_attention)
+    return beam_search(model, src, src_lens, limits, bos=bos, eos=eos, beam_size=decoding.beam_size,
+                       alpha=decoding.alpha, return_attention=return_attention)
 
 
-def translate_ids(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam_size: int, alpha: float,
-                  max_len: int, bos: int, eos: int) -> list[list[int]]:
+def decode_ids(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
+               bos: int, eos: int) -> list[list[int]]:
     """One id list per sentence, EOS removed."""
-    return strip(search(model, src, src_lens, beam_size, alpha, max_len, bos, eos)[0], eos)
+    return strip(decode(model, src, src_lens, decoding, bos=bos, eos=eos)[0], eos)

@@ -5,17 +5,18 @@
 """
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 
 import torch
 from tqdm import tqdm
 
 from seq2seq import modelfile
+from seq2seq.config import ConfigError, DecodingConfig
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
-from seq2seq.model import Seq2Seq
-from seq2seq.search import search, strip
+from seq2seq.model import EncoderDecoder
+from seq2seq.search import decode, strip
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +34,30 @@ class Alignment:
 
 
 class Translator:
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, beam_size: int = 5, alpha: float = 1.0,
-                 max_len: int = 200, max_source_len: int = 400, max_tokens: int = 6000,
-                 device: str = "cpu") -> None:
-        for key, value, low in (("beam_size", beam_size, 1), ("max_len", max_len, 1),
-                                ("max_source_len", max_source_len, 1), ("max_tokens", max_tokens, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ValueError(f"alpha (length penalty) must be a number >= 0, got {alpha!r}")
+    """Batched search over a model with its tokenizer. max_source_len: longer inputs are cut there (with a
+    warning); max_tokens: source pieces x beam per batch."""
+
+    def __init__(self, model: EncoderDecoder, tokenizer: Tokenizer, decoding: DecodingConfig | None = None,
+                 max_source_len: int = 400, max_tokens: int = 6000, device: str = "cpu") -> None:
+        for key, value in (("max_source_len", max_source_len), ("max_tokens", max_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
         self.model, self.tokenizer = model.to(device).eval(), tokenizer
-        self.beam_size, self.alpha, self.max_len = beam_size, alpha, max_len
+        self.decoding = decoding or DecodingConfig()
         self.max_source_len, self.max_tokens, self.device = max_source_len, max_tokens, device
 
     @classmethod
-    def load(cls, path: str, **options) -> "Translator":
-        """A translator for a model file or checkpoint; options override its decoding defaults."""
-        model, tokenizer, decoding = modelfile.load(path)
-        settings = {k: v for k, v in decoding.items() if k in ("beam_size", "alpha", "max_len")}
-        settings.update({k: v for k, v in options.items() if v is not None})
-        return cls(model, tokenizer, **settings)
+    def load(cls, path: str, beam_size: int | None = None, alpha: float | None = None, max_len: int | None = None,
+             **options) -> "Translator":
+        """A translator for a model file or checkpoint; beam_size, alpha, max_len override its decoding defaults."""
+        model, tokenizer, decoding = modelfile.load_model(path)
+        wanted = {"beam_size": beam_size, "alpha": alpha, "max_len": max_len}
+        decoding = replace(decoding, **{k: v for k, v in wanted.items() if v is not None})
+        return cls(model, tokenizer, decoding, **{k: v for k, v in options.items() if v is not None})
+
+    @property
+    def beam_size(self) -> int:
+        return self.decoding.beam_size
 
     def translate(self, lines: list[str]) -> list[str]:
         """One translation per line, in order; an empty line gives an empty line."""
@@ -117,7 +122,7 @@ class Translator:
 
     def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """Length-sorted batches within the token budget: (positions in ids, src (B, S), src_lens (B,))."""
-        budget = max(self.max_tokens // self.beam_size, self.max_source_len + 1)
+        budget = max(self.max_tokens // self.decoding.beam_size, self.max_source_len + 1)
         for batch in TokenBatchSampler([len(row) for row in ids], [0] * len(ids), budget, shuffle=False):
             rows = [ids[b] for b in batch]
             src = torch.full((len(rows), max(map(len, rows))), PAD)
@@ -127,5 +132,4 @@ class Translator:
 
     def _search(self, src: torch.Tensor, src_lens: torch.Tensor, return_attention: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return search(self.model, src, src_lens, self.beam_size, self.alpha, self.max_len, BOS, EOS,
-                      return_attention)
+        return decode(self.model, src, src_lens, self.decoding, bos=BOS, eos=EOS, return_attention=return_attention)

@@ -1,60 +1,22 @@
 """Bad input ends a script with one clear line (file, line or key), a non-zero exit and no output;
 odd but valid input (empty lines, CRLF, very long lines, unseen scripts) simply works."""
-import logging
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import MULTI30K, ROOT, TINY, compose_config
+from conftest import MULTI30K, TINY, compose_config, run_script, tiny_model_file, tiny_tokenizer
 from seq2seq import modelfile
 from seq2seq.cli import user_errors
 from seq2seq.data.sources import read_lines
-from seq2seq.data.tokenizer import PAD, Tokenizer
-from seq2seq.model import Seq2Seq
 from seq2seq.train import train
 from seq2seq.translator import Translator
-
-
-def tiny_tokenizer(vocab_size: int) -> Tokenizer:
-    """A joint SentencePiece model trained on 1,000 Multi30k pairs."""
-    return Tokenizer.train(read_lines(MULTI30K / "train.en.gz")[:1000], read_lines(MULTI30K / "train.de.gz")[:1000],
-                           vocab_size=vocab_size)
-
-
-def tiny_model_file(path: Path, vocab_size: int = 500) -> Path:
-    """An untrained 16-unit model in a real model file: enough to test everything but quality."""
-    tokenizer = tiny_tokenizer(vocab_size)
-    model_cfg = OmegaConf.to_container(compose_config("train", ["model.input_size=16", "model.hidden_size=16"]).model)
-    torch.manual_seed(0)
-    model = Seq2Seq(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, **model_cfg)
-    modelfile.save(path, model_cfg, model.state_dict(), tokenizer.state(), {"beam_size": 2, "alpha": 1.0, "max_len": 20})
-    return path
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
-
-
-def script(name: str, *overrides: str) -> int:
-    """Run scripts/<name>.py in this process with these command-line overrides; its exit status."""
-    argv, root = sys.argv, logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # Hydra points logging at this test's stderr
-    sys.argv = [f"{name}.py", *overrides]
-    try:
-        runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
-        return 0
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def one_line_error(capfd, *names: str) -> str:
@@ -87,7 +49,7 @@ def write(path: Path, data: str | bytes) -> Path:
 def test_translate_refuses_a_missing_empty_or_non_utf8_input(model_file, workdir, capfd, content, where):
     if content is not None:
         write(workdir / "in.en", content)
-    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de") == 2
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de") == 2
     one_line_error(capfd, "in.en", where)
     assert sorted(p.name for p in workdir.iterdir()) == (["in.en"] if content is not None else [])
 
@@ -96,14 +58,14 @@ def test_translate_refuses_a_missing_empty_or_non_utf8_input(model_file, workdir
     ("beam_size=0", "beam_size"), ("alpha=-1", "alpha"), ("max_source_len=0", "max_source_len")])
 def test_translate_refuses_invalid_settings(model_file, workdir, capfd, override, named):
     write(workdir / "in.en", "A dog.\n")
-    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", override) == 2
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", override) == 2
     one_line_error(capfd, named)
     assert not (workdir / "out.de").exists()
 
 
 def test_an_unknown_key_is_named_by_hydra(model_file, workdir, capfd):
     write(workdir / "in.en", "A dog.\n")
-    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", "beam=3") != 0
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", "beam=3") != 0
     err = capfd.readouterr().err
     assert "'beam'" in err and "not in struct" in err
     assert [p.name for p in workdir.iterdir()] == ["in.en"]
@@ -112,7 +74,7 @@ def test_an_unknown_key_is_named_by_hydra(model_file, workdir, capfd):
 def test_evaluate_refuses_files_of_different_lengths(workdir, capfd):
     write(workdir / "hyp.de", "ein Hund\nzwei Katzen\n")
     write(workdir / "ref.de", "ein Hund\n")
-    assert script("evaluate", "hyp=hyp.de", "ref=ref.de") == 2
+    assert run_script("evaluate", "hyp=hyp.de", "ref=ref.de") == 2
     one_line_error(capfd, "hyp.de", "ref.de", "2", "1")
 
 
@@ -133,7 +95,7 @@ def test_a_model_file_carrying_code_is_refused_without_running_it(workdir, capfd
     assert marker.exists()
     marker.unlink()
     write(workdir / "in.en", "A dog.\n")
-    assert script("translate", "model_file=bomb.pt", "input=in.en", "output=out.de") == 2
+    assert run_script("translate", "model_file=bomb.pt", "input=in.en", "output=out.de") == 2
     one_line_error(capfd, "bomb.pt", "refused", "system")
     assert not marker.exists() and not (workdir / "out.de").exists()
 
@@ -145,17 +107,17 @@ def test_model_files_that_are_not_ours_or_damaged_are_refused(model_file, workdi
     write(workdir / "in.en", "A dog.\n")
     for name, why in (("text.pt", "not a model file"), ("other.pt", "not a seq2seq model file"),
                       ("cut.pt", "truncated"), ("none.pt", "not found")):
-        assert script("translate", f"model_file={name}", "input=in.en", "output=out.de") == 2
+        assert run_script("translate", f"model_file={name}", "input=in.en", "output=out.de") == 2
         one_line_error(capfd, name, why)
     assert not (workdir / "out.de").exists()
 
 
 def test_a_tokenizer_that_does_not_fit_the_weights_is_refused(model_file, workdir, capfd):
-    blob = modelfile.read(model_file)
+    blob = modelfile.read_contents(model_file)
     modelfile.save(workdir / "mixed.pt", blob["model"], blob["state_dict"], tiny_tokenizer(400).state(),
                    blob["decoding"])
     write(workdir / "in.en", "A dog.\n")
-    assert script("translate", "model_file=mixed.pt", "input=in.en", "output=out.de") == 2
+    assert run_script("translate", "model_file=mixed.pt", "input=in.en", "output=out.de") == 2
     one_line_error(capfd, "mixed.pt", "do not fit", "embed")
     assert not (workdir / "out.de").exists()
 
@@ -163,7 +125,7 @@ def test_a_tokenizer_that_does_not_fit_the_weights_is_refused(model_file, workdi
 def test_odd_but_valid_lines_are_translated(model_file, workdir, capfd):
     lines = ["A dog runs.", "", "Ein 🐶 läuft: 犬が走る。 Собака бежит. ☃︎ 🇩🇪", " ".join(["word"] * 1000), "Two cats."]
     write(workdir / "in.en", "".join(line + "\r\n" for line in lines))  # CRLF line endings
-    assert script("translate", f"model_file={model_file}", "input=in.en", "output=out.de",
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de",
                   "max_source_len=50") == 0
     out = (workdir / "out.de").read_bytes().decode("utf-8")
     assert out.count("\n") == len(lines) and "\r" not in out

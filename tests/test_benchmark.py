@@ -1,6 +1,6 @@
 """The benchmark measures what it says: timed training steps, FLOPs per token, translation speed."""
+from benchmarks.speed import run, table
 from conftest import MULTI30K, compose_config
-from seq2seq.benchmark import run, table
 
 
 def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> None:
@@ -24,6 +24,8 @@ def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> N
     assert [t["beam"] for t in results["ours_translate"]] == [1, 2]
     assert all(t["sents_s"] > 0 and t["words_per_sent"] > 0 for t in results["ours_translate"])
     text = table(results)
-    for row in ("train tgt tok/s (32-true)", "MFU % (32-true)", "profile (32-true), self CPU time: ", "translate sents/s (beam 2)", "peak RSS MiB"):
+    rows = ("train tgt tok/s (32-true)", "MFU % (32-true)", "profile (32-true), self CPU time: ",
+            "translate sents/s (beam 2)", "peak RSS MiB")
+    for row in rows:
         assert row in text
     assert not [line for line in text.splitlines() if line.endswith("x")]  # no Joey, so no ours/Joey ratios

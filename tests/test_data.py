@@ -103,7 +103,7 @@ def test_unknown_format_is_named() -> None:
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_invalid_utf8_names_the_line(tmp_path: Path, suffix: str) -> None:
-    data = "fine\nauch gut\n".encode() + b"caf\xe9 latin-1\n" + b"more\n"
+    data = b"fine\nauch gut\n" + b"caf\xe9 latin-1\n" + b"more\n"
     path = tmp_path / f"train.de{suffix}"
     path.write_bytes(gzip.compress(data) if suffix else data)
     with pytest.raises(DataError, match=rf"{re.escape(str(path))}:3: not valid UTF-8"):

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import instantiate
 
-from conftest import CONF, MULTI30K, ROOT, TINY, compose_config
+from conftest import CONF, MULTI30K, ROOT, TINY, checkpoint, compose_config
 from seq2seq import train as train_mod
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.sources import read_lines
@@ -21,21 +20,24 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import corpus_scores
 from seq2seq.train import shared_tokenizer, train
 from seq2seq.translator import Translator
+from seq2seq.validate import validate
 
 EVAL_LIMIT = 100
 # Long enough for non-zero scores; eval_max_tokens makes several evaluation batches (an odd number).
 RUN = [*TINY, "data.train_limit=2000", f"data.eval_limit={EVAL_LIMIT}", "data.eval_max_tokens=600",
        "optim.lr=0.01", "decoding.beam_size=2", "decoding.max_len=40"]
 DDP = ["trainer=ddp_cpu"]  # 2 processes, gloo
-# scripts/train.py, printing train()'s results as JSON (a @hydra.main script, as Lightning's launcher expects)
-ENTRY = f'''import json
+# scripts/train.py (or validate.py), printing the results as JSON (a @hydra.main script, as Lightning's
+# launcher expects)
+ENTRY = '''import json
 import hydra
-from seq2seq.train import train
+import seq2seq.config
+from seq2seq.{name} import {name}
 
 
-@hydra.main(version_base="1.3", config_path={str(CONF)!r}, config_name="train")
+@hydra.main(version_base="1.3", config_path={conf!r}, config_name="{name}")
 def main(cfg):
-    print("RESULTS " + json.dumps(train(cfg)), flush=True)
+    print("RESULTS " + json.dumps({name}(cfg)), flush=True)
 
 
 main()
@@ -49,10 +51,6 @@ def run(cmd: list[str]) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
-
-
-def checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def datamodule(run_dir: Path, stage: str):
@@ -152,11 +150,13 @@ def test_ddp_validation_scores_equal_one_process(resumed_run, tmp_path):
     """A one-process checkpoint scored by 2 torchrun ranks: the same BLEU, chrF and loss to the bit."""
     model = resumed_run / "checkpoints" / "last.ckpt"
     entry = tmp_path / "entry.py"
-    entry.write_text(ENTRY)
+    entry.write_text(ENTRY.format(name="validate", conf=str(CONF)))
+    data = [f"data.eval_limit={EVAL_LIMIT}", "data.eval_max_tokens=600", f"model_file={model}",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(entry),
-               *DDP, *RUN, f"++validate={model}", f"data.source.path={MULTI30K}", f"hydra.run.dir={tmp_path / 'ddp'}"])
+               *DDP, *data, f"data.source.path={MULTI30K}", f"hydra.run.dir={tmp_path / 'ddp'}"])
     ranks = [json.loads(line.removeprefix("RESULTS ")) for line in out.splitlines() if line.startswith("RESULTS ")]
-    single = train(compose_config("train", [*RUN, f"++validate={model}"], tmp_path / "single"))
+    single = validate(compose_config("validate", data, tmp_path / "single"))
 
     assert len(ranks) == 2 and ranks[0] == ranks[1]
     assert single["val/bleu"] > 0

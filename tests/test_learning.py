@@ -1,15 +1,16 @@
-"""The model can learn: a tiny Seq2Seq masters sequence reversal, and a real training run's loss falls."""
+"""The model can learn: a tiny EncoderDecoder masters sequence reversal, and a real training run's loss falls."""
 import csv
 import math
 
 import torch
 import torch.nn.functional as F
 
-from seq2seq import modelfile
-from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
-from seq2seq.model import Seq2Seq
-from seq2seq.search import greedy, output_limits, strip
 from conftest import TINY, compose_config
+from seq2seq import modelfile
+from seq2seq.config import ModelConfig
+from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seq2seq.model import EncoderDecoder
+from seq2seq.search import greedy, output_limits, strip
 
 VOCAB, FIRST_SYMBOL, MIN_LEN, MAX_LEN = 20, 4, 3, 8  # symbols 4..19 (0..3 are PAD UNK BOS EOS)
 
@@ -42,7 +43,8 @@ def test_reversal_batch() -> None:
 def test_tiny_model_learns_to_reverse_sequences() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = Seq2Seq(VOCAB, VOCAB, PAD, input_size=32, hidden_size=32, dropout=0.0, attention="luong")
+    model = EncoderDecoder(VOCAB, VOCAB, PAD, ModelConfig(input_size=32, hidden_size=32, dropout=0.0,
+                                                            attention="luong", tie_embeddings=False))
     steps = 300
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=steps, pct_start=0.1)
@@ -57,7 +59,7 @@ def test_tiny_model_learns_to_reverse_sequences() -> None:
         schedule.step()
     model.eval()
     src, src_lens, _, tgt_out = reversal_batch(500, torch.Generator().manual_seed(12345))  # held out
-    tokens, _ = greedy(model, src, src_lens, output_limits(src_lens, max_len=50), BOS, EOS)
+    tokens, _ = greedy(model, src, src_lens, output_limits(src_lens, max_len=50), bos=BOS, eos=EOS)
     expected = strip(tgt_out, EOS)
     accuracy = sum(h == r for h, r in zip(strip(tokens, EOS), expected)) / len(expected)
     assert accuracy > 0.9, f"exact-match accuracy {accuracy:.3f} after {steps} steps"
@@ -72,7 +74,7 @@ def test_multi30k_training_loss_falls(trained_run: dict) -> None:
     with open(trained_run["run_dir"] / "logs" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     train_loss, val_loss = metric(rows, "train/loss"), metric(rows, "val/loss")
-    vocab = Tokenizer.from_state(modelfile.read(trained_run["model_file"])["tokenizer"]).tgt_vocab_size
+    vocab = Tokenizer.from_state(modelfile.read_contents(trained_run["model_file"])["tokenizer"]).tgt_vocab_size
     assert len(train_loss) >= 3 and len(val_loss) == trained_run["cfg"].trainer.max_epochs
     assert train_loss[-1] < train_loss[0] - 0.3, train_loss
     assert train_loss[-1] < math.log(vocab) - 1.5, (train_loss, vocab)  # a uniform guess costs log V

@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from seq2seq.model import Seq2Seq
+from seq2seq.config import ModelConfig
+from seq2seq.model import EncoderDecoder
 from seq2seq.model.bridge import Bridge
 from seq2seq.model.encoder import Encoder
 
@@ -83,10 +84,10 @@ def test_bridge_keeps_sentences_apart() -> None:
     assert not torch.allclose(a[:, 1], b[:, 1])
 
 
-def model(attention: str, **kwargs) -> Seq2Seq:
+def model(attention: str, **kwargs) -> EncoderDecoder:
     torch.manual_seed(0)
-    options = {"input_size": 8, "hidden_size": 6, "dropout": 0.0, **kwargs}
-    return Seq2Seq(V_SRC, V_TGT, PAD, attention=attention, **options).eval()
+    options = {"input_size": 8, "hidden_size": 6, "dropout": 0.0, "tie_embeddings": False, **kwargs}
+    return EncoderDecoder(V_SRC, V_TGT, PAD, ModelConfig(attention=attention, **options)).eval()
 
 
 @pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
@@ -141,19 +142,19 @@ def test_decoding_step_by_step_equals_teacher_forcing(attention: str) -> None:
                                         ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes")])
 def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:
     with pytest.raises(ValueError, match=rf"model\.{key}\b.*{re.escape(repr(value))}"):
-        Seq2Seq(V_SRC, V_TGT, PAD, **{key: value})
+        ModelConfig(**{key: value})
 
 
 def test_tied_embeddings_need_one_vocabulary() -> None:
     with pytest.raises(ValueError, match="tie_embeddings"):
-        Seq2Seq(V_SRC, V_TGT, PAD, tie_embeddings=True)
-    m = Seq2Seq(V_SRC, V_SRC, PAD, input_size=8, hidden_size=6, tie_embeddings=True, tie_output=True)
+        EncoderDecoder(V_SRC, V_TGT, PAD, ModelConfig(tie_embeddings=True))
+    m = EncoderDecoder(V_SRC, V_SRC, PAD, ModelConfig(input_size=8, hidden_size=6, tie_embeddings=True, tie_output=True))
     assert m.encoder.embed.weight is m.decoder.embed.weight is m.decoder.output.weight
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dtype) -> None:
-    from seq2seq.module import smoothed_loss
+    from seq2seq.loss import smoothed_loss
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(4, 6, V_TGT, generator=g)).to(dtype).requires_grad_()
     target = torch.randint(1, V_TGT, (4, 6), generator=g)
@@ -176,9 +177,9 @@ def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dty
 
 
 def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
-    from seq2seq.model.dropout import Dropout
+    from seq2seq.model.dropout import FastDropout
     torch.manual_seed(0)
-    drop, x = Dropout(0.3), torch.ones(1000, 1000, requires_grad=True)
+    drop, x = FastDropout(0.3), torch.ones(1000, 1000, requires_grad=True)
     y = drop(x)
     assert abs((y == 0).float().mean().item() - 0.3) < 0.002
     assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))

@@ -1,9 +1,6 @@
 """Pictures and reports: training curves, attention heat-maps, the evaluation report."""
 import csv
 import gzip
-import logging
-import runpy
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -11,34 +8,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import MULTI30K, ROOT
+from conftest import MULTI30K, run_script
 from seq2seq import modelfile
+from seq2seq.config import ModelConfig
 from seq2seq.data.tokenizer import PAD, Tokenizer
 from seq2seq.evaluation import METRICS, corpus_scores
-from seq2seq.model import Seq2Seq
+from seq2seq.model import EncoderDecoder
 from seq2seq.plots import PANELS, attention_map, save, training_curves
 from seq2seq.report import write_report
 from seq2seq.translator import Translator
 
 LINES = ["A dog runs through the grass.", "", "Two men are playing football on a green field.", "A woman sings."]
-
-
-def run_script(name: str, args: list[str], monkeypatch, capsys) -> tuple[str, str]:
-    """Run scripts/<name>.py in this process as the command line would: (stdout, stderr).
-
-    In-process saves seconds of imports per run; Hydra's logging setup is undone afterwards.
-    """
-    script = ROOT / "scripts" / f"{name}.py"
-    monkeypatch.setattr(sys, "argv", [str(script), *args])
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    captured = capsys.readouterr()
-    return captured.out, captured.err
 
 
 def assert_picture(path: Path, min_bytes: int, min_height: int, min_width: int) -> None:
@@ -82,8 +62,9 @@ def test_curves_of_a_run_without_validation_yet(tmp_path):
 def test_translate_saves_attention_maps_of_chosen_lines(trained_run, tmp_path, monkeypatch, capsys):
     source, maps = tmp_path / "in.en", tmp_path / "maps"
     source.write_text("\n".join(LINES) + "\n")
-    out, err = run_script("translate", [f"model_file={trained_run['model_file']}", f"input={source}",
-                                        "attention_lines=[1,2,3,9]", f"attention_dir={maps}"], monkeypatch, capsys)
+    assert run_script("translate", f"model_file={trained_run['model_file']}", f"input={source}",
+                      "attention_lines=[1,2,3,9]", f"attention_dir={maps}") == 0
+    out, err = capsys.readouterr()
     assert len(out.splitlines()) == len(LINES) and out.splitlines()[1] == ""
     assert sorted(p.name for p in maps.iterdir()) == ["line1.png", "line3.png"]  # line 2 is empty
     assert "input line 2 is empty" in err and "[9]" in err
@@ -104,17 +85,18 @@ def test_translate_saves_attention_maps_of_chosen_lines(trained_run, tmp_path, m
 
 
 def test_plain_model_has_no_attention_to_draw(trained_run, tmp_path, monkeypatch, capsys):
-    blob = modelfile.read(trained_run["model_file"])
+    blob = modelfile.read_contents(trained_run["model_file"])
     config = {**OmegaConf.to_container(trained_run["cfg"].model, resolve=True), "attention": "none"}
     tokenizer = Tokenizer.from_state(blob["tokenizer"])
-    model = Seq2Seq(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, **config)
+    model = EncoderDecoder(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, ModelConfig(**config))
     plain = tmp_path / "plain.pt"
     modelfile.save(plain, config, model.state_dict(), blob["tokenizer"], {"beam_size": 1, "max_len": 5})
     source, maps = tmp_path / "in.en", tmp_path / "maps"
     source.write_text(LINES[0] + "\n")
 
-    out, err = run_script("translate", [f"model_file={plain}", f"input={source}", "attention_lines=[1]",
-                                        f"attention_dir={maps}"], monkeypatch, capsys)
+    assert run_script("translate", f"model_file={plain}", f"input={source}", "attention_lines=[1]",
+                      f"attention_dir={maps}") == 0
+    out, err = capsys.readouterr()
     assert "has no attention" in err and len(out.splitlines()) == 1
     assert not maps.exists()
     with pytest.raises(ValueError, match="no attention"):
@@ -132,8 +114,8 @@ def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, c
     (tmp_path / "ref.de").write_text("\n".join(refs) + "\n")
     (tmp_path / "src.en").write_text("\n".join(srcs) + "\n")
     report = tmp_path / "out" / "report.md"  # the folder is made
-    run_script("evaluate", [f"hyp={trained_run['run_dir'] / 'test.hyp'}", f"ref={tmp_path / 'ref.de'}",
-                            f"src={tmp_path / 'src.en'}", f"report={report}"], monkeypatch, capsys)
+    assert run_script("evaluate", f"hyp={trained_run['run_dir'] / 'test.hyp'}", f"ref={tmp_path / 'ref.de'}",
+                      f"src={tmp_path / 'src.en'}", f"report={report}") == 0
 
     text = report.read_text()
     scores = corpus_scores(hyps, refs)
@@ -146,7 +128,8 @@ def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, c
     counts = [int(row.split("|")[2]) for row in buckets.splitlines() if row.startswith("| ") and "-" in row[:8]]
     assert sum(counts) == len(hyps)
 
-    worst = [row for row in text.split("worst sentences")[1].splitlines() if row.startswith("| ") and not row.startswith("| line |")]
+    worst = [row for row in text.split("worst sentences")[1].splitlines()
+             if row.startswith("| ") and not row.startswith("| line |")]
     assert len(worst) == 10
     chrf = METRICS["chrf"]()
     lowest = sorted(chrf.sentence_score(h, [r]).score for h, r in zip(hyps, refs))[:10]
@@ -157,9 +140,9 @@ def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, c
 
 def test_evaluate_model_mode_writes_an_html_report(trained_run, tmp_path, monkeypatch, capsys):
     report = tmp_path / "report.html"
-    out, _ = run_script("evaluate", [f"model_file={trained_run['model_file']}", f"data.source.path={MULTI30K}",
-                                     "data.eval_limit=40", "beam_size=1", f"report={report}", "json=true"],
-                        monkeypatch, capsys)
+    assert run_script("evaluate", f"model_file={trained_run['model_file']}", f"data.source.path={MULTI30K}",
+                      "data.eval_limit=40", "beam_size=1", f"report={report}", "json=true") == 0
+    out, _ = capsys.readouterr()
     text = report.read_text()
     assert '"sentences": 40' in out
     assert text.count("data:image/png;base64,") == 1 and "<th>source</th>" in text

@@ -75,7 +75,7 @@ def test_translate_file_keeps_lines_in_order(work: dict) -> None:
     alone = [work["translator"].translate([line])[0] for line in LINES]  # each line by itself: order is kept
     assert lines == alone
     assert len(set(lines)) >= 4, "distinct outputs, else the order check shows nothing"
-    assert not list(work["folder"].glob("out.de.tmp*"))
+    assert not list(work["folder"].glob(".out.de.tmp*"))
 
 
 def test_translate_stdin_to_stdout(work: dict) -> None:

@@ -1,11 +1,12 @@
 """Greedy and beam search on small random models: consistency, limits, EOS, length penalty."""
 import pytest
 import torch
-
-from seq2seq.data.tokenizer import BOS, EOS, PAD
-from seq2seq.model import Seq2Seq
-from seq2seq.search import beam_search, greedy, length_penalty, output_limits, strip, translate_ids
 from test_model import source
+
+from seq2seq.config import DecodingConfig, ModelConfig
+from seq2seq.data.tokenizer import BOS, EOS, PAD
+from seq2seq.model import EncoderDecoder
+from seq2seq.search import beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 
 VOCAB = 17
 LENS = [6, 1, 9, 3, 4]
@@ -13,12 +14,12 @@ ATTENTIONS = ["luong", "bahdanau", "none"]
 SEEDS = [0, 1, 2]
 
 
-def random_model(attention: str, seed: int = 0, eos_bias: float = 1.0) -> Seq2Seq:
+def random_model(attention: str, seed: int = 0, eos_bias: float = 1.0) -> EncoderDecoder:
     """A small untrained model. Its weights are scaled up so that its outputs depend on the source
     and it ends sentences at varied lengths (at init it would repeat one token up to every limit)."""
     torch.manual_seed(seed)
-    m = Seq2Seq(VOCAB, VOCAB, PAD, input_size=8, hidden_size=8, num_layers=2, dropout=0.0,
-                attention=attention, tie_output=False).eval()
+    m = EncoderDecoder(VOCAB, VOCAB, PAD, ModelConfig(input_size=8, hidden_size=8, num_layers=2, dropout=0.0,
+                                                      attention=attention, tie_embeddings=False, tie_output=False)).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.mul_(3)
@@ -47,8 +48,8 @@ def assert_well_formed(tokens: torch.Tensor, limits: torch.Tensor) -> None:
 def test_beam_of_one_is_greedy(attention: str, seed: int) -> None:
     m, (src, lens) = random_model(attention, seed), batch(seed)
     limits = output_limits(lens, max_len=12)
-    g, g_attn = greedy(m, src, lens, limits, BOS, EOS, return_attention=True)
-    b, b_attn = beam_search(m, src, lens, limits, BOS, EOS, beam_size=1, alpha=1.0, return_attention=True)
+    g, g_attn = greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True)
+    b, b_attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=1, alpha=1.0, return_attention=True)
     assert_well_formed(g, limits)
     assert torch.equal(g, b)
     if attention == "none":
@@ -65,7 +66,8 @@ def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
     for seed in SEEDS:
         m, (src, lens) = random_model(attention, seed), batch(seed)
         limits = output_limits(lens, max_len=12)
-        for search in (greedy(m, src, lens, limits, BOS, EOS), beam_search(m, src, lens, limits, BOS, EOS, 4)):
+        for search in (greedy(m, src, lens, limits, bos=BOS, eos=EOS),
+                       beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0)):
             lengths |= {(n, n == limit) for n, limit in zip(map(len, strip(search[0], EOS)), limits.tolist())}
     assert len({n for n, _ in lengths}) >= 4 and any(n > 0 and not at_limit for n, at_limit in lengths), lengths
 
@@ -76,11 +78,11 @@ def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
 def test_batched_beam_search_equals_one_sentence_at_a_time(attention: str, seed: int, alpha: float) -> None:
     m, (src, lens) = random_model(attention, seed), batch(seed)
     limits = output_limits(lens, max_len=12)
-    tokens, attn = beam_search(m, src, lens, limits, BOS, EOS, beam_size=4, alpha=alpha, return_attention=True)
+    tokens, attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=alpha, return_attention=True)
     assert_well_formed(tokens, limits)
     together = strip(tokens, EOS)
     for i, n in enumerate(lens.tolist()):
-        alone, alone_attn = beam_search(m, src[i : i + 1, :n], lens[i : i + 1], limits[i : i + 1], BOS, EOS,
+        alone, alone_attn = beam_search(m, src[i : i + 1, :n], lens[i : i + 1], limits[i : i + 1], bos=BOS, eos=EOS,
                                         beam_size=4, alpha=alpha, return_attention=True)
         assert strip(alone, EOS)[0] == together[i]
         if attention != "none":
@@ -94,9 +96,9 @@ def test_per_sentence_limits_are_respected(beam_size: int) -> None:
     m, (src, lens) = random_model("luong", eos_bias=-1e4), batch()
     limits = torch.tensor([2, 7, 0, 4, 1])
     if beam_size == 1:
-        tokens, _ = greedy(m, src, lens, limits, BOS, EOS)
+        tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS)
     else:
-        tokens, _ = beam_search(m, src, lens, limits, BOS, EOS, beam_size=beam_size)
+        tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0)
     assert_well_formed(tokens, limits)
     assert tokens.size(1) == 8
     assert [len(row) for row in strip(tokens, EOS)] == limits.tolist()
@@ -120,7 +122,7 @@ def test_alpha_acts_only_through_lengths(attention: str) -> None:
     """When every hypothesis has the same length (EOS never chosen) alpha cannot change the result."""
     m, (src, lens) = random_model(attention, eos_bias=-1e4), batch()
     limits = output_limits(lens, max_len=12)
-    results = [beam_search(m, src, lens, limits, BOS, EOS, beam_size=4, alpha=a)[0] for a in (0.0, 0.6, 3.0)]
+    results = [beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=a)[0] for a in (0.0, 0.6, 3.0)]
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
@@ -145,21 +147,21 @@ def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
         two[:, EOS] = first[:, EOS] / length_penalty(torch.tensor(1), alpha)
         two[:, [PAD, BOS]] = float("-inf")  # search never generates these
         expected = [[] if w == EOS else [w] for w in two.argmax(1).tolist()]
-        tokens, _ = beam_search(m, src, lens, torch.ones(b, dtype=torch.long), BOS, EOS, VOCAB, alpha)
+        tokens, _ = beam_search(m, src, lens, torch.ones(b, dtype=torch.long), bos=BOS, eos=EOS, beam_size=VOCAB, alpha=alpha)
         assert strip(tokens, EOS) == expected, alpha
         chosen.add(str(expected))
     assert len(chosen) > 1, "alpha should change some choice here, else the test shows little"
 
 
-def test_translate_ids_strips_eos_and_switches_search() -> None:
+def test_decode_ids_strips_eos_and_switches_search() -> None:
     m, (src, lens) = random_model("bahdanau"), batch()
     limits = output_limits(lens, 12)
     for beam_size in (1, 4):
-        ids = translate_ids(m, src, lens, beam_size=beam_size, alpha=1.0, max_len=12, bos=BOS, eos=EOS)
+        ids = decode_ids(m, src, lens, DecodingConfig(beam_size=beam_size, alpha=1.0, max_len=12), bos=BOS, eos=EOS)
         if beam_size == 1:
-            tokens, _ = greedy(m, src, lens, limits, BOS, EOS)
+            tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS)
         else:
-            tokens, _ = beam_search(m, src, lens, limits, BOS, EOS, beam_size, 1.0)
+            tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0)
         assert ids == strip(tokens, EOS) and all(EOS not in row for row in ids)
     rows = torch.tensor([[5, 6, EOS, PAD], [EOS, PAD, PAD, PAD], [7, 8, 9, 10]])
     assert strip(rows, EOS) == [[5, 6], [], [7, 8, 9, 10]]

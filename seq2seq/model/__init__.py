@@ -1,4 +1,4 @@
 from seq2seq.model.attention import Memory
-from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.model.encoder_decoder import EncoderDecoder
 
-__all__ = ["Memory", "Seq2Seq"]
+__all__ = ["EncoderDecoder", "Memory"]

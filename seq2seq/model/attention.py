@@ -59,4 +59,4 @@ def _attend(scores: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.T
     return torch.bmm(weights, memory.values), weights  # (B, T, M), (B, T, S)
 
 
-ATTENTION = {"luong": LuongAttention, "bahdanau": BahdanauAttention}
+ATTENTION = {"luong": LuongAttention, "bahdanau": BahdanauAttention}  # model.attention; "none": no attention

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from seq2seq.model.attention import ATTENTION, Memory
-from seq2seq.model.dropout import Dropout
+from seq2seq.model.dropout import FastDropout
 
 
 class Decoder(nn.Module):
@@ -19,7 +19,7 @@ class Decoder(nn.Module):
                  readout_size: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.attention = ATTENTION[attention](hidden_size, memory_size) if attention != "none" else None
         self.feeds_context = attention == "bahdanau"
         rnn_input = input_size + (memory_size if self.feeds_context else 0)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.model.dropout import Dropout
+from seq2seq.model.dropout import FastDropout
 
 
 class Encoder(nn.Module):
@@ -19,7 +19,7 @@ class Encoder(nn.Module):
                  dropout: float, bias: bool, bidirectional: bool, pad_id: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         # nn.GRU applies `dropout` between layers only; the embedding and top-layer dropout is ours.
         self.rnn = nn.GRU(input_size, hidden_size, num_layers, bias=bias, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)

@@ -1,5 +1,7 @@
 """Throughput and model-FLOP utilisation on Multi30k, ours and (optionally) Joey NMT's, in one run.
 
+    python benchmarks/speed.py [peer=joey] [model_file=runs/.../model.pt] [steps=60]   (conf/benchmark.yaml)
+
 Every figure is measured here, on these cores, in this process (or its Joey subprocesses):
   training    target and source+target tokens/s over `steps` optimizer steps after `warmup` steps,
               validation excluded, for each precision; peak resident memory
@@ -16,15 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from seq2seq.data.tokenizer import PAD
-from seq2seq.module import TranslationModule, smoothed_loss
+import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+from benchmarks.meter import TokenMeter
+from seq2seq.loss import smoothed_loss
+from seq2seq.module import TranslationModule
 from seq2seq.translator import Translator
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -39,24 +43,6 @@ def matmul_flops(dtype: torch.dtype, n: int = 2048, repeat: int = 10) -> float:
     for _ in range(repeat):
         a @ b
     return 2 * n**3 * repeat / (time.perf_counter() - start)
-
-
-class Stopwatch(Callback):
-    """Times training steps `warmup`..end and counts their tokens."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.seconds = warmup, None, 0.0
-        self.tgt_tokens = self.src_tokens = 0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup and self.start is None:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.start is not None:
-            self.tgt_tokens += int((batch["tgt_out"] != PAD).sum())
-            self.src_tokens += int(batch["src_lens"].sum())
-            self.seconds = time.perf_counter() - self.start
 
 
 def forward_backward(module: TranslationModule, batch: dict, precision: str) -> int:
@@ -102,17 +88,16 @@ def train_throughput(cfg: DictConfig, datamodule, tokenizer, precision: str) -> 
     L.seed_everything(cfg.seed)
     module = TranslationModule(model=OmegaConf.to_container(cfg.model, resolve=True), tokenizer=tokenizer.state(),
                                optim={"lr": 1e-3, "schedule": "constant"}, label_smoothing=0.1)
-    watch = Stopwatch(cfg.warmup_steps)
+    meter = TokenMeter(cfg.warmup_steps)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=cfg.warmup_steps + cfg.steps,
                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=1.0, use_distributed_sampler=False,
-                        callbacks=[watch])
+                        callbacks=[meter])
     trainer.fit(module, datamodule)
     sample = [b for _, b in zip(range(8), datamodule.train_dataloader())]
     flops = flops_per_target_token(module, sample, precision)
-    return {"precision": precision, "tgt_tok_s": watch.tgt_tokens / watch.seconds,
-            "src_tgt_tok_s": (watch.tgt_tokens + watch.src_tokens) / watch.seconds,
-            "flops_per_tgt_token": flops, "steps": cfg.steps, "seconds": watch.seconds,
+    return {"precision": precision, "tgt_tok_s": meter.tgt_tok_s, "src_tgt_tok_s": meter.src_tgt_tok_s,
+            "flops_per_tgt_token": flops, "steps": cfg.steps, "seconds": meter.seconds,
             "profile": profile_shares(module, sample, precision) if cfg.profile else None}
 
 
@@ -241,8 +226,13 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     results = run(cfg)
     print(table(results))
     Path(cfg.output).write_text(json.dumps(results, indent=1))
     print(f"JSON: {cfg.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

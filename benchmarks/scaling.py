@@ -1,6 +1,6 @@
 """CPU data-parallel scaling: training throughput (target tokens/s) of 1 process vs 2 DDP processes.
 
-    python scripts/scaling.py [--steps 30] [--warmup 5] [--setups 1x1,1x2,2x1] [train overrides ...]
+    python -m benchmarks.scaling [--steps 30] [--warmup 5] [--setups 1x1,1x2,2x1] [train overrides ...]
 
 A setup PxT is P processes (P > 1: DDP over gloo, trainer=ddp_cpu) with T threads each; every setup
 trains the same model from scratch for warmup + steps optimizer steps in a fresh process and is
@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +42,7 @@ def main() -> None:
 def measure(setup: str, run_dir: str, args: argparse.Namespace) -> dict:
     """Run one setup in a fresh process (threads fixed before torch starts); its JSON result."""
     processes, threads = setup.split("x")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", processes, threads, run_dir,
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", processes, threads, run_dir,
            "--steps", str(args.steps), "--warmup", str(args.warmup), *args.overrides]
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -60,29 +59,9 @@ def worker(processes: int, threads: int, run_dir: Path, warmup: int, steps: int,
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from seq2seq.data.batching import target_tokens
+    import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+    from benchmarks.meter import TokenMeter
     from seq2seq.train import make_trainer, new_module, shared_tokenizer
-
-    class Meter(L.Callback):
-        """Target tokens and wall time of the steps after `warmup`, summed over ranks."""
-
-        def __init__(self) -> None:
-            self.tokens, self.start = 0, 0.0
-
-        def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: dict, i: int) -> None:
-            if trainer.global_step == warmup and not self.start:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, out, batch: dict, i: int) -> None:
-            if self.start:
-                self.tokens += target_tokens(batch)
-
-        def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-            seconds = time.perf_counter() - self.start
-            tokens = int(trainer.strategy.reduce(torch.tensor(float(self.tokens)), reduce_op="sum"))
-            if trainer.is_global_zero:
-                print(json.dumps({"processes": processes, "threads": threads, "tokens": tokens,
-                                  "seconds": seconds, "tokens_per_s": tokens / seconds}), flush=True)
 
     torch.set_num_threads(threads)
     trainer_cfg = ["trainer=cpu"] if processes == 1 else ["trainer=ddp_cpu", f"trainer.devices={processes}"]
@@ -94,10 +73,14 @@ def worker(processes: int, threads: int, run_dir: Path, warmup: int, steps: int,
     with open_dict(cfg):
         cfg.callbacks, cfg.logger = {}, {}  # no checkpoints, logs or monitors in the timing
     L.seed_everything(cfg.seed)
-    trainer = make_trainer(cfg, [Meter()])
+    meter = TokenMeter(warmup)
+    trainer = make_trainer(cfg, [meter])
     datamodule = instantiate(cfg.data)
     module = new_module(cfg, shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank))
     trainer.fit(module, datamodule)
+    if trainer.is_global_zero:
+        print(json.dumps({"processes": processes, "threads": threads, "tokens": meter.tgt_tokens,
+                          "seconds": meter.seconds, "tokens_per_s": meter.tgt_tokens / meter.seconds}), flush=True)
 
 
 if __name__ == "__main__":

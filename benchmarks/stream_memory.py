@@ -1,6 +1,6 @@
 """Peak memory of scripts/translate.py on a long input: it must stay flat as the input grows.
 
-    python scripts/stream_memory.py MODEL_FILE [--lines 100000 10000] [--beam-size 1]
+    python -m benchmarks.stream_memory MODEL_FILE [--lines 100000 10000] [--beam-size 1]
 
 Generates files of that many lines (5 to 25 random words each), translates each with the real
 script in a child process and prints the child's peak resident set size (getrusage) per run.
@@ -27,7 +27,7 @@ def generate(path: Path, lines: int, seed: int = 0) -> None:
 
 def peak_rss_mib(model_file: str, input_file: Path, output_file: Path, beam_size: int) -> tuple[float, float]:
     """(peak RSS of the translate.py child in MiB, seconds); each run in a fresh child process."""
-    script = Path(__file__).with_name("translate.py")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "translate.py"
     start = time.monotonic()
     # getrusage(RUSAGE_CHILDREN) is the largest peak over all waited-for children, so each run is
     # measured by a fresh intermediate process that has only this one child.

@@ -1,0 +1,40 @@
+"""The meter every throughput benchmark uses: tokens and wall time of the training steps after a warm-up."""
+import time
+
+import lightning as L
+import torch
+
+from seq2seq.data.tokenizer import PAD
+
+
+class TokenMeter(L.Callback):
+    """Counts target and source tokens of the training steps from global step `warmup` on, and their
+    wall time. Under DDP the counts are summed over ranks when training ends (each rank its own batches)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start = warmup, None
+        self.seconds, self.tgt_tokens, self.src_tokens = 0.0, 0, 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: dict, i: int) -> None:
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, out, batch: dict, i: int) -> None:
+        if self.start is not None:
+            self.tgt_tokens += int((batch["tgt_out"] != PAD).sum())
+            self.src_tokens += int(batch["src_lens"].sum())
+            self.seconds = time.perf_counter() - self.start
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            counts = trainer.strategy.reduce(torch.tensor([self.tgt_tokens, self.src_tokens], dtype=torch.float64),
+                                             reduce_op="sum")
+            self.tgt_tokens, self.src_tokens = (int(x) for x in counts.tolist())
+
+    @property
+    def tgt_tok_s(self) -> float:
+        return self.tgt_tokens / self.seconds
+
+    @property
+    def src_tgt_tok_s(self) -> float:
+        return (self.tgt_tokens + self.src_tokens) / self.seconds

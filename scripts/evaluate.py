@@ -9,12 +9,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from seq2seq.cli import check_command_line
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     from seq2seq.cli import input_lines, output_file, user_errors
+    from seq2seq.config import ConfigError
+    from seq2seq.data.sources import DataError
     from seq2seq.evaluation import corpus_scores
     from seq2seq.translator import Translator
 
@@ -36,13 +40,13 @@ def main(cfg: DictConfig) -> None:
         elif cfg.hyp and cfg.ref:
             hyps, refs = list(input_lines(cfg.hyp)), list(input_lines(cfg.ref))
             if len(hyps) != len(refs):
-                raise ValueError(f"{cfg.hyp} has {len(hyps)} lines but {cfg.ref} has {len(refs)}")
+                raise DataError(f"{cfg.hyp} has {len(hyps)} lines but {cfg.ref} has {len(refs)}")
             srcs = list(input_lines(cfg.src)) if cfg.src else None
             if srcs is not None and len(srcs) != len(refs):
-                raise ValueError(f"{cfg.src} has {len(srcs)} lines but {cfg.ref} has {len(refs)}")
+                raise DataError(f"{cfg.src} has {len(srcs)} lines but {cfg.ref} has {len(refs)}")
             about = f"Hypotheses `{cfg.hyp}`, references `{cfg.ref}`" + (f", sources `{cfg.src}`." if srcs else ".")
         else:
-            raise ValueError("give hyp=FILE ref=FILE [src=FILE], or model_file=FILE [split=test]")
+            raise ConfigError("give hyp=FILE ref=FILE [src=FILE], or model_file=FILE [split=test]")
         scores = corpus_scores(hyps, refs, tuple(cfg.metrics))
         scores["sentences"] = len(hyps)
         if cfg.report:
@@ -58,4 +62,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("evaluate")
     main()

@@ -5,6 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+from seq2seq.cli import check_command_line
 
 START = time.monotonic()
 
@@ -25,4 +26,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_command_line("train")
     main()

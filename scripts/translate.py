@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, ListConfig
 
+from seq2seq.cli import check_command_line
+from seq2seq.config import ConfigError
+
 if TYPE_CHECKING:
     from seq2seq.translator import Translator
 
@@ -51,7 +54,7 @@ def line_numbers(value: int | ListConfig | None) -> set[int]:
     """attention_lines as a set of 1-based line numbers (one number or a list)."""
     numbers = [] if value is None else [value] if isinstance(value, int) else list(value)
     if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in numbers):
-        raise ValueError(f"attention_lines must be input line numbers >= 1, e.g. [1,3]; got {value}")
+        raise ConfigError(f"attention_lines must be input line numbers >= 1, e.g. [1,3]; got {value}")
     return set(numbers)
 
 
@@ -71,4 +74,5 @@ def save_attention_maps(translator: "Translator", picked: dict[int, str], missin
 
 
 if __name__ == "__main__":
+    check_command_line("translate")
     main()

@@ -2,6 +2,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from seq2seq.cli import check_command_line
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="validate")
 def main(cfg: DictConfig) -> None:
@@ -17,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("validate")
     main()

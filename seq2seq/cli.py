@@ -1,6 +1,13 @@
-"""What the scripts share: one-line errors for bad input, atomic output files, input lines."""
+"""What the scripts share: one-line errors for bad input and settings, tidy logs, atomic output files,
+input lines.
+
+Our own input and settings errors (ConfigError, DataError, ModelFileError, RunError) end a script with
+one `error: ...` line on stderr and exit status 2; any other exception is a bug and keeps its traceback.
+"""
 import functools
+import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,8 +15,15 @@ from typing import TextIO
 
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError, iter_lines, open_text
-from seq2seq.files import atomic_text
+from seq2seq.files import RunError, atomic_text
 from seq2seq.modelfile import ModelFileError
+
+USER_ERRORS = (ConfigError, DataError, ModelFileError, RunError)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def user_errors(main: Callable) -> Callable:
@@ -18,10 +32,58 @@ def user_errors(main: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (ConfigError, DataError, ModelFileError, ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except USER_ERRORS as e:
+            fail(" ".join(str(e).split("\n")))
     return wrapper
+
+
+def check_command_line(config_name: str, argv: list[str] | None = None) -> None:
+    """Compose the config the way the script's @hydra.main will, before it does: an unknown key, a value of
+    the wrong type or a missing required setting ends the script with one `error:` line and exit status 2
+    (Hydra itself would print several lines and exit 1). Multirun and Hydra's own flags are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: Hydra's business
+        return
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=args)
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(_one_line(e))
+    missing = _missing(OmegaConf.to_container(cfg, resolve=False))
+    if missing:
+        fail(f"missing required setting(s): {', '.join(f'{k}=...' for k in missing)}")
+
+
+def _missing(tree: object, prefix: str = "") -> list[str]:
+    """Keys whose value is Hydra's '???' (required, not given), without resolving interpolations."""
+    if isinstance(tree, dict):
+        return [k for key, value in tree.items() for k in _missing(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if tree == "???" else []
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, and their causes, as one line."""
+    parts, seen = [], e
+    while seen is not None:
+        lines = [line.strip() for line in str(seen).splitlines() if line.strip()]
+        parts += [line for line in lines if not line.startswith(("full_key:", "object_type", "reference_type"))]
+        seen = seen.__cause__
+    return "; ".join(dict.fromkeys(parts))
+
+
+def tidy_logging() -> None:
+    """One copy of each log line, and no third-party noise: Lightning's own console handler is dropped so
+    its records reach the handlers Hydra set up (console and the run's log file) once; Lightning's
+    advertising tips and two known harmless warnings are filtered out."""
+    logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡 Tip"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def input_lines(path: str | None) -> Iterator[str]:

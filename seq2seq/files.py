@@ -17,6 +17,10 @@ import torch
 _TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
 
 
+class RunError(ValueError):
+    """A run folder, output file, lock or disk problem, named with its path."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -46,7 +50,7 @@ def atomic_binary(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file handle whose contents replace `path` only when the block ends without error."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: folder {path.parent} does not exist")
+        raise RunError(f"{path}: cannot write it, folder {path.parent} does not exist")
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

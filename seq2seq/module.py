@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from seq2seq import schedules
-from seq2seq.config import DecodingConfig, ModelConfig, OptimConfig, from_dict
+from seq2seq.config import ConfigError, DecodingConfig, ModelConfig, OptimConfig, from_dict
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.evaluation import corpus_scores
 from seq2seq.loss import smoothed_loss
@@ -26,6 +26,11 @@ class EvaluatedSentence(NamedTuple):
     tokens: int
 
 
+def check_label_smoothing(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"label_smoothing must be a number in [0, 1), got {value!r}")
+
+
 class TranslationModule(L.LightningModule):
     """Trains an EncoderDecoder with label-smoothed cross-entropy; validation decodes greedily, test with
     `decoding`. The constructor takes plain dicts (saved as hyper-parameters in every checkpoint).
@@ -37,8 +42,7 @@ class TranslationModule(L.LightningModule):
                  decoding: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
-        if isinstance(label_smoothing, bool) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+        check_label_smoothing(label_smoothing)
         self.tokenizer = Tokenizer.from_state(tokenizer)
         self.model = EncoderDecoder(self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size, PAD,
                                     from_dict(ModelConfig, model, "model"))
@@ -46,6 +50,7 @@ class TranslationModule(L.LightningModule):
         self.decoding = from_dict(DecodingConfig, decoding or {}, "decoding")
         self.label_smoothing = label_smoothing
         self.hypothesis_file: Path | None = None
+        self.flops_per_batch = None  # ThroughputMonitor: FLOPs are not counted (benchmarks/speed.py measures them)
         self._sentences: list[EvaluatedSentence] = []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from seq2seq.config import ConfigError
+from seq2seq.data.sources import DataError
 from seq2seq.evaluation import METRICS, corpus_scores
 from seq2seq.plots import bucket_chart, save
 
@@ -61,7 +63,7 @@ def report_format(path: Path) -> str:
     """The report format, "md" or "html", from the file name."""
     kind = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}.get(path.suffix.lower())
     if kind is None:
-        raise ValueError(f"report={path}: the name must end in .md (Markdown + PNG beside it) or .html")
+        raise ConfigError(f"report={path}: the name must end in .md (Markdown + PNG beside it) or .html")
     return kind
 
 
@@ -70,7 +72,7 @@ def write_report(path: Path, hyps: list[str], refs: list[str], scores: dict, src
     """Write a Markdown (.md) or HTML (.html) report; returns the files written (report, chart)."""
     kind = report_format(path)
     if srcs is not None and len(srcs) != len(hyps):
-        raise ValueError(f"{len(srcs)} source lines but {len(hyps)} hypotheses")
+        raise DataError(f"{len(srcs)} source lines but {len(hyps)} hypotheses")
     path.parent.mkdir(parents=True, exist_ok=True)
     buckets = length_buckets(srcs, hyps, refs) if srcs is not None else []
     worst = worst_sentences(hyps, refs, srcs)

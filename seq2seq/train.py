@@ -10,14 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq import modelfile
+from seq2seq.cli import tidy_logging
+from seq2seq.config import ConfigError
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.module import TranslationModule
+from seq2seq.module import TranslationModule, check_label_smoothing
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +30,17 @@ TOKENIZER_WAIT_S = 3600.0  # how long ranks > 0 wait for rank 0 to train the tok
 
 def train(cfg: DictConfig) -> dict:
     """Returns {"test/bleu", "test/chrf", "test/loss", "test/ppl", "model_file"}."""
-    check_settings(cfg)  # before any work is done
+    tidy_logging()
+    check_settings(cfg)  # every setting, before any work is done
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     trainer = make_trainer(cfg)  # first: it knows this process's global rank
-    datamodule: TranslationDataModule = instantiate(cfg.data)
+    datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
     tokenizer = shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
     module = new_module(cfg, tokenizer)
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.resume and not last.exists():
-        raise FileNotFoundError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
+        raise ConfigError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
 
     model_file = run_dir / "model.pt"
@@ -49,9 +54,29 @@ def train(cfg: DictConfig) -> dict:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Build the typed configs (their checks run) so a bad value stops the run before any work."""
+    """The settings that no constructor checks before work starts: the typed groups (building them runs
+    their checks) and the top-level keys. Data, trainer, callbacks and loggers are checked as they are
+    built (instantiate_group), before the tokenizer is trained."""
     for group in ("model", "optim", "decoding"):
         OmegaConf.to_object(cfg[group])
+    check_label_smoothing(cfg.label_smoothing)
+    for key, low in (("average_checkpoints", 0), ("seed", 0)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+def instantiate_group(node: DictConfig, group: str, **kwargs):
+    """hydra.utils.instantiate; a constructor rejecting the settings becomes one ConfigError naming the group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            raise ConfigError(f"{group}: {cause}") from e
+        raise
 
 
 def best_checkpoints(trainer: L.Trainer, k: int) -> list[Path]:
@@ -65,10 +90,11 @@ def best_checkpoints(trainer: L.Trainer, k: int) -> list[Path]:
 
 def make_trainer(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """The configured Trainer with its callbacks and loggers, rooted in the run folder."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
-                       default_root_dir=str(cfg.paths.run_dir))
+    callbacks = [instantiate_group(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items()
+                 if c is not None]
+    loggers = [instantiate_group(c, f"logger.{name}") for name, c in (cfg.get("logger") or {}).items() if c is not None]
+    return instantiate_group(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
+                             default_root_dir=str(cfg.paths.run_dir))
 
 
 def shared_tokenizer(datamodule: TranslationDataModule, folder: Path, rank: int) -> Tokenizer:

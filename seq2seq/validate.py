@@ -3,22 +3,23 @@ training), under any trainer config: one process, or DDP ranks each decoding the
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seq2seq import modelfile
+from seq2seq.cli import tidy_logging
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.module import TranslationModule
-from seq2seq.train import make_trainer
+from seq2seq.train import instantiate_group, make_trainer
 
 
 def validate(cfg: DictConfig) -> dict:
     """{"val/bleu", "val/chrf", "val/loss", "val/ppl"} of cfg.model_file; its own tokenizer encodes the data."""
+    tidy_logging()
     L.seed_everything(cfg.seed, workers=True)
     contents = modelfile.read_contents(Path(cfg.model_file))
     trainer = make_trainer(cfg)
-    datamodule: TranslationDataModule = instantiate(cfg.data)
+    datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
     datamodule.tokenizer = Tokenizer.from_state(contents["tokenizer"])
     module = TranslationModule(model=contents["model"], tokenizer=contents["tokenizer"], optim={},
                                decoding=contents["decoding"])

@@ -8,7 +8,7 @@ import torch
 
 from conftest import MULTI30K, TINY, compose_config, run_script, tiny_model_file, tiny_tokenizer
 from seq2seq import modelfile
-from seq2seq.cli import user_errors
+from seq2seq.cli import check_command_line, user_errors
 from seq2seq.data.sources import read_lines
 from seq2seq.train import train
 from seq2seq.translator import Translator
@@ -63,12 +63,26 @@ def test_translate_refuses_invalid_settings(model_file, workdir, capfd, override
     assert not (workdir / "out.de").exists()
 
 
-def test_an_unknown_key_is_named_by_hydra(model_file, workdir, capfd):
+@pytest.mark.parametrize("script, override, named", [
+    ("translate", "beam=3", "'beam'"), ("evaluate", "reprot=r.md", "'reprot'"),
+    ("train", "optim.lrr=1", "'optim.lrr'"), ("train", "model.hidden_size=abc", "model.hidden_size"),
+    ("train", "model=gru_lstm", "gru_lstm"), ("train", "model.hidden_size=256,512", "hidden_size")])
+def test_a_bad_command_line_is_one_error_line(model_file, workdir, capfd, script, override, named):
+    """Unknown keys, values of the wrong type, sweeps without -m: one line naming the key, exit 2 (Hydra: exit 1)."""
     write(workdir / "in.en", "A dog.\n")
-    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", "beam=3") != 0
-    err = capfd.readouterr().err
-    assert "'beam'" in err and "not in struct" in err
+    args = [f"model_file={model_file}", "input=in.en", "output=out.de"] if script == "translate" else []
+    with pytest.raises(SystemExit) as exit_:
+        check_command_line(script, [*args, override])
+    assert exit_.value.code == 2
+    one_line_error(capfd, named)
     assert [p.name for p in workdir.iterdir()] == ["in.en"]
+
+
+def test_a_missing_required_setting_is_named(capfd):
+    with pytest.raises(SystemExit) as exit_:
+        check_command_line("translate", ["input=in.en"])
+    assert exit_.value.code == 2
+    one_line_error(capfd, "model_file")
 
 
 def test_evaluate_refuses_files_of_different_lengths(workdir, capfd):
@@ -184,10 +198,28 @@ def test_training_refuses_bad_data_files(tmp_path, capfd, files, names):
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "model.pt").exists()
 
 
-@pytest.mark.parametrize("override, named", [("model.dropout=1.5", "model.dropout"),
-                                             ("model.hidden_size=0", "model.hidden_size")])
-def test_training_refuses_invalid_model_settings(tmp_path, capfd, override, named):
+@pytest.mark.parametrize("override, named", [
+    ("model.dropout=1.5", "model.dropout"), ("model.hidden_size=0", "model.hidden_size"),
+    ("optim.lr=-1", "optim.lr"), ("optim.schedule=linear", "optim.schedule"), ("decoding.beam_size=0", "beam_size"),
+    ("label_smoothing=1.5", "label_smoothing"), ("average_checkpoints=-1", "average_checkpoints"),
+    ("data.max_tokens=10", "data.max_tokens"), ("trainer.precision=bf17", "bf17"),
+    ("callbacks.progress.every_n_steps=0", "callbacks.progress.every_n_steps")])
+def test_training_refuses_invalid_settings_before_any_work(tmp_path, capfd, override, named):
+    """Every setting is checked at start-up: one line naming it, exit 2, before the tokenizer is trained."""
     run_dir = tmp_path / "run"
     assert train_exit(run_dir, corpus(tmp_path / "data"), capfd, override) == 2
     one_line_error(capfd, named)
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "model.pt").exists()
+    assert not (run_dir / "tokenizer").exists() and not (run_dir / "model.pt").exists()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, capfd, monkeypatch):
+    """Only our own input and settings errors become `error:` lines: a ValueError from inside torch or
+    Lightning (here: a forward pass that fails) propagates with its traceback."""
+    from seq2seq.model import EncoderDecoder
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr(EncoderDecoder, "forward", broken)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        train_exit(tmp_path / "run", corpus(tmp_path / "data"), capfd)

@@ -6,6 +6,7 @@ import datasets
 import lightning as L
 from torch.utils.data import DataLoader
 
+from seq2seq.config import ConfigError
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler, collate
 from seq2seq.data.sources import load_split
 from seq2seq.data.tokenizer import Tokenizer
@@ -29,7 +30,7 @@ class TranslationDataModule(L.LightningDataModule):
                  seed: int = 0) -> None:
         super().__init__()
         if max_tokens <= max_len + 1:
-            raise ValueError(f"data.max_tokens ({max_tokens}) must exceed data.max_len + 1 ({max_len + 1})")
+            raise ConfigError(f"data.max_tokens ({max_tokens}) must exceed data.max_len + 1 ({max_len + 1})")
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.source = self._choose(dict(source), fallback)
         self.tokenizer_cfg = dict(tokenizer)

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import ConfigError, ModelConfig
 from seq2seq.model.attention import Memory
 from seq2seq.model.bridge import Bridge
 from seq2seq.model.decoder import Decoder
@@ -20,7 +20,7 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         c = config
         if c.tie_embeddings and src_vocab != tgt_vocab:
-            raise ValueError(f"model.tie_embeddings=true needs one joint vocabulary, got {src_vocab} "
+            raise ConfigError(f"model.tie_embeddings=true needs one joint vocabulary, got {src_vocab} "
                              f"source and {tgt_vocab} target pieces (set data.tokenizer.joint=true)")
         self.config, self.pad_id = c, pad_id
         self.encoder = Encoder(src_vocab, c.input_size, c.hidden_size, c.num_layers, c.dropout, c.bias,

@@ -1,6 +1,10 @@
 """The benchmark measures what it says: timed training steps, FLOPs per token, translation speed."""
+import pytest
+
 from benchmarks.speed import run, table
 from conftest import MULTI30K, compose_config
+
+pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
 
 
 def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> None:

@@ -22,14 +22,17 @@ from seq2seq.train import shared_tokenizer, train
 from seq2seq.translator import Translator
 from seq2seq.validate import validate
 
+pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
+
 EVAL_LIMIT = 100
 # Long enough for non-zero scores; eval_max_tokens makes several evaluation batches (an odd number).
 RUN = [*TINY, "data.train_limit=2000", f"data.eval_limit={EVAL_LIMIT}", "data.eval_max_tokens=600",
        "optim.lr=0.01", "decoding.beam_size=2", "decoding.max_len=40"]
 DDP = ["trainer=ddp_cpu"]  # 2 processes, gloo
-# scripts/train.py (or validate.py), printing the results as JSON (a @hydra.main script, as Lightning's
-# launcher expects)
+# scripts/validate.py, writing each rank's results as JSON to rank<N>.json in the run folder (a
+# @hydra.main script, as Lightning's launcher expects)
 ENTRY = '''import json
+import os
 import hydra
 import seq2seq.config
 from seq2seq.{name} import {name}
@@ -37,7 +40,9 @@ from seq2seq.{name} import {name}
 
 @hydra.main(version_base="1.3", config_path={conf!r}, config_name="{name}")
 def main(cfg):
-    print("RESULTS " + json.dumps({name}(cfg)), flush=True)
+    results = {name}(cfg)
+    with open(os.path.join(cfg.paths.run_dir, "rank" + os.environ.get("RANK", "0") + ".json"), "w") as f:
+        json.dump(results, f)
 
 
 main()
@@ -153,9 +158,9 @@ def test_ddp_validation_scores_equal_one_process(resumed_run, tmp_path):
     entry.write_text(ENTRY.format(name="validate", conf=str(CONF)))
     data = [f"data.eval_limit={EVAL_LIMIT}", "data.eval_max_tokens=600", f"model_file={model}",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-    out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(entry),
-               *DDP, *data, f"data.source.path={MULTI30K}", f"hydra.run.dir={tmp_path / 'ddp'}"])
-    ranks = [json.loads(line.removeprefix("RESULTS ")) for line in out.splitlines() if line.startswith("RESULTS ")]
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(entry),
+         *DDP, *data, f"data.source.path={MULTI30K}", f"hydra.run.dir={tmp_path / 'ddp'}"])
+    ranks = [json.loads(path.read_text()) for path in sorted((tmp_path / "ddp").glob("rank*.json"))]
     single = validate(compose_config("validate", data, tmp_path / "single"))
 
     assert len(ranks) == 2 and ranks[0] == ranks[1]

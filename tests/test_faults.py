@@ -20,6 +20,8 @@ from seq2seq.files import atomic_save
 from seq2seq.model import EncoderDecoder
 from seq2seq.train import train
 
+pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
+
 STEP_CHECKPOINTS = 3
 KILL_AT_STEP = 17  # in the second epoch, two steps after the step checkpoint at 15
 # A tiny deterministic run (no dropout) that keeps last.ckpt every STEP_CHECKPOINTS steps and records its batches.

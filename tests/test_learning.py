@@ -2,6 +2,7 @@
 import csv
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +41,7 @@ def test_reversal_batch() -> None:
         assert set(to[n:]) <= {PAD} and set(ti[n:]) <= {PAD}
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse_sequences() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -70,6 +72,7 @@ def metric(rows: list[dict], name: str) -> list[float]:
     return [float(r[name]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get(name)]
 
 
+@pytest.mark.slow
 def test_multi30k_training_loss_falls(trained_run: dict) -> None:
     with open(trained_run["run_dir"] / "logs" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -86,6 +89,7 @@ COSINE = [*TINY, "data.train_limit=300", "data.eval_limit=20", "optim.schedule=c
           "decoding.beam_size=1", "decoding.max_len=20", "average_checkpoints=1"]
 
 
+@pytest.mark.slow
 def test_cosine_schedule_spends_a_step_budget(tmp_path, multi30k) -> None:
     from seq2seq.train import train
 
@@ -97,6 +101,7 @@ def test_cosine_schedule_spends_a_step_budget(tmp_path, multi30k) -> None:
     assert len(lr) == 30 and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(lr, expected)), (lr, expected)
 
 
+@pytest.mark.slow
 def test_cosine_schedule_spends_a_time_budget(tmp_path, multi30k) -> None:
     from seq2seq.train import train
 

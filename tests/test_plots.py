@@ -28,6 +28,7 @@ def assert_picture(path: Path, min_bytes: int, min_height: int, min_width: int) 
     assert height >= min_height and width >= min_width, (path, height, width)
 
 
+@pytest.mark.slow
 def test_training_run_draws_its_curves(trained_run):
     run_dir = trained_run["run_dir"]
     assert_picture(run_dir / "curves.png", 40_000, 600, 1200)  # written by the callback in conf/callbacks
@@ -59,6 +60,7 @@ def test_curves_of_a_run_without_validation_yet(tmp_path):
     assert_picture(save(fig, tmp_path / "sub" / "curves.png"), 20_000, 600, 1200)
 
 
+@pytest.mark.slow
 def test_translate_saves_attention_maps_of_chosen_lines(trained_run, tmp_path, monkeypatch, capsys):
     source, maps = tmp_path / "in.en", tmp_path / "maps"
     source.write_text("\n".join(LINES) + "\n")
@@ -84,6 +86,7 @@ def test_translate_saves_attention_maps_of_chosen_lines(trained_run, tmp_path, m
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("source pieces", "target pieces")
 
 
+@pytest.mark.slow
 def test_plain_model_has_no_attention_to_draw(trained_run, tmp_path, monkeypatch, capsys):
     blob = modelfile.read_contents(trained_run["model_file"])
     config = {**OmegaConf.to_container(trained_run["cfg"].model, resolve=True), "attention": "none"}
@@ -108,6 +111,7 @@ def first_lines(split: str, lang: str, n: int) -> list[str]:
         return [next(f).rstrip("\n") for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, capsys):
     hyps = (trained_run["run_dir"] / "test.hyp").read_text(encoding="utf-8").splitlines()
     refs, srcs = first_lines("test_2016_flickr", "de", len(hyps)), first_lines("test_2016_flickr", "en", len(hyps))
@@ -138,6 +142,7 @@ def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, c
     assert worst[0].strip("| ").split(" | ")[2:] == [srcs[line - 1], refs[line - 1], hyps[line - 1]]
 
 
+@pytest.mark.slow
 def test_evaluate_model_mode_writes_an_html_report(trained_run, tmp_path, monkeypatch, capsys):
     report = tmp_path / "report.html"
     assert run_script("evaluate", f"model_file={trained_run['model_file']}", f"data.source.path={MULTI30K}",

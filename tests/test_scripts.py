@@ -16,6 +16,8 @@ from seq2seq import Translator
 from seq2seq.data.sources import read_lines
 from seq2seq.evaluation import corpus_scores
 
+pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
+
 LINES = ["A dog runs through the park.", "", "Two men are talking on a street corner.", "   ",
          "A little girl in a pink dress climbs the stairs.", "People.", "A man sleeps."]
 EVAL_LIMIT = 20

@@ -3,13 +3,20 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_config
+from conftest import CONF, MULTI30K, compose_config
+from seq2seq.data.sources import read_lines
+from seq2seq.evaluation import corpus_scores
 
 
+@pytest.mark.slow
 def test_training_run_writes_a_model_file_and_scores(trained_run):
+    """The reported test BLEU is sacreBLEU of the written test.hyp against the test references."""
     assert Path(trained_run["model_file"]).is_file()
-    assert 0 <= trained_run["test/bleu"] <= 100
     assert (trained_run["run_dir"] / "checkpoints" / "last.ckpt").is_file()
+    hyps = (trained_run["run_dir"] / "test.hyp").read_text(encoding="utf-8").splitlines()
+    refs = read_lines(MULTI30K / "test_2016_flickr.de.gz")[:300]  # data.eval_limit=300
+    assert len(hyps) == len(refs) and any(hyps)
+    assert trained_run["test/bleu"] == pytest.approx(corpus_scores(hyps, refs, ("bleu",))["bleu"], abs=1e-4)
 
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

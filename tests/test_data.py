@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MULTI30K
+from hydra.utils import instantiate
+
+from conftest import MULTI30K, compose_config
 from seq2seq.data import DataError, Tokenizer, TranslationDataModule
 from seq2seq.data.batching import TokenBatchSampler, collate
-from seq2seq.data.sources import load_split, read_lines
+from seq2seq.data.sources import load_split as load_split_into, read_lines
 from seq2seq.data.tokenizer import BOS, EOS, PAD, UNK
 
 PAIRS = [("A dog runs.", "Ein Hund läuft."), ("", ""), ("Two men, one car.", "Zwei Männer, ein Auto.")]
@@ -23,6 +25,16 @@ SPLITS = {"train": "train", "val": "validation", "test": "test"}
 def datasets_cache(tmp_path_factory, monkeypatch) -> None:
     """load_dataset caches what it reads; keep that cache out of the home directory (and the data folders)."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_cache"))
+
+
+def load_split(format: str, path: str, split: str, src_lang: str, tgt_lang: str, **kwargs) -> datasets.Dataset:
+    """load_split with its Arrow copies cached beside (not inside) the data folder."""
+    return load_split_into(format, path, split, src_lang, tgt_lang, Path(path).parent / "cache", **kwargs)
+
+
+def datamodule(cache: Path, **settings) -> TranslationDataModule:
+    """The DataModule of conf/data/multi30k.yaml with `settings` replacing its keys."""
+    return instantiate(compose_config("train", []).data, cache_dir=str(cache), **settings)
 
 
 def write_text(path: Path, lines: list[str], newline: str = "\n") -> None:
@@ -63,7 +75,7 @@ def test_jsonl_reader_with_columns(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", [{"english": s, "german": t, "id": i} for i, (s, t) in enumerate(PAIRS)])
     ds = load_split("jsonl", str(tmp_path), "test", "en", "de", columns={"src": "english", "tgt": "german"})
     assert pairs_of(ds) == PAIRS
-    with pytest.raises(DataError, match=r"test\.jsonl: no column \['en', 'de'\]"):
+    with pytest.raises(DataError, match=r"test\.jsonl:1: no column \['en', 'de'\]"):
         load_split("jsonl", str(tmp_path), "test", "en", "de")
 
 
@@ -114,11 +126,11 @@ def test_fallback_is_used_only_when_the_local_source_is_missing(tmp_path: Path) 
     write_jsonl(tmp_path / "train.jsonl", [{"en": s, "de": t} for s, t in PAIRS])
     fallback = {"format": "hub", "path": str(tmp_path), "splits": SPLITS, "columns": {"src": "en", "tgt": "de"}}
     missing = {"format": "text", "path": str(tmp_path / "nowhere"), "splits": SPLITS}
-    dm = TranslationDataModule("en", "de", missing, {}, fallback=fallback)
+    dm = datamodule(tmp_path / "cache", source=missing, fallback=fallback)
     assert dm.source == fallback
     assert pairs_of(dm.load("train")) == PAIRS
     present = {"format": "text", "path": str(MULTI30K), "splits": SPLITS}
-    assert TranslationDataModule("en", "de", present, {}, fallback=fallback).source == present
+    assert datamodule(tmp_path / "cache", source=present, fallback=fallback).source == present
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +252,8 @@ def test_length_filter_applies_to_training_only(tmp_path: Path) -> None:
     max_len = 12
     splits = {"train": "train", "val": "val", "test": "test_2016_flickr"}
     source = {"format": "text", "path": str(MULTI30K), "splits": splits}
-    dm = TranslationDataModule("en", "de", source, {"vocab_size": 400}, max_tokens=200, max_len=max_len,
-                               train_limit=400, eval_limit=150)
+    dm = datamodule(tmp_path / "cache", source=source, tokenizer={"vocab_size": 400, "sample_size": 1000},
+                    max_tokens=200, max_len=max_len, train_limit=400, eval_limit=150)
     tok = dm.prepare_tokenizer(tmp_path / "tokenizer")
     assert Tokenizer.load(tmp_path / "tokenizer").state() == tok.state()
     dm.setup("fit")

@@ -132,9 +132,10 @@ class ResumableLoader(DataLoader):
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Examples {"id", "src_ids", "tgt_ids", "tgt"} -> padded tensors and the raw references.
+    """Examples {"id", "src_ids", "tgt_ids", "tgt"?} -> padded tensors and the raw references.
 
-    src (B, S), src_lens (B,), tgt_in (B, T) = BOS + target, tgt_out (B, T) = target + EOS, ids (B,).
+    src (B, S), src_lens (B,), tgt_in (B, T) = BOS + target, tgt_out (B, T) = target + EOS, ids (B,);
+    refs: the target texts (evaluation splits carry them; training examples need none: []).
     """
     batch = len(examples)
     src_lens = torch.tensor([len(e["src_ids"]) for e in examples])
@@ -147,7 +148,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
         t = torch.as_tensor([BOS, *e["tgt_ids"], EOS], dtype=torch.long)
         tgt_in[i, : len(t) - 1], tgt_out[i, : len(t) - 1] = t[:-1], t[1:]
     return {"src": src, "src_lens": src_lens, "tgt_in": tgt_in, "tgt_out": tgt_out,
-            "ids": torch.tensor([e["id"] for e in examples]), "refs": [e["tgt"] for e in examples]}
+            "ids": torch.tensor([e["id"] for e in examples]), "refs": [e["tgt"] for e in examples if "tgt" in e]}
 
 
 def batch_size(batch: dict) -> int:

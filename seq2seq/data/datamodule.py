@@ -3,6 +3,7 @@ prepared once into `cache_dir`, batches by tokens."""
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,7 @@ class TranslationDataModule(L.LightningDataModule):
         """Tokenize `raw` with datasets.map into Arrow files in `folder`, listed in folder/files.json."""
         procs = self.num_proc or min(len(os.sched_getaffinity(0)), -(-len(raw) // ROWS_PER_PROCESS))
         log.info("encoding %d sentence pairs with %d process%s", len(raw), procs, "es" * (procs > 1))
+        start = time.perf_counter()
         ids = datasets.Sequence(datasets.Value("int32"))
         features = datasets.Features({**({"tgt": datasets.Value("string")} if keep_text else {}),
                                       "id": datasets.Value("int64"), "src_ids": ids, "tgt_ids": ids,
@@ -167,6 +169,8 @@ class TranslationDataModule(L.LightningDataModule):
                      remove_columns=["src"] if keep_text else ["src", "tgt"], features=features,
                      cache_file_name=str(folder / "encoded.arrow"), new_fingerprint=folder.name)
         (folder / "files.json").write_text(json.dumps([Path(f["filename"]).name for f in ds.cache_files]))
+        seconds = time.perf_counter() - start
+        log.info("encoded %d sentences in %.1f s (%.0f sentences/s)", 2 * len(raw), seconds, 2 * len(raw) / seconds)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

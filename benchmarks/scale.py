@@ -12,9 +12,10 @@ the corpora in one run, each measure a fresh `scripts/train.py` process:
   cached  the same command again, the cache now filled
   steady  `trainer.max_steps=--steps` on the cache: training target tokens/s, the mean of the
           ThroughputMonitor's readings (20-step windows) after the first 20 steps
-Runs set `callbacks.early_stopping=null`: a run stopped by max_steps before its first validation
-otherwise ends in EarlyStopping's error (the faults issue, 13). Results: a Markdown table on stdout
-and scale.json in --work.
+Every run validates once, at its last step, on one batch (`trainer.val_check_interval=<steps>
+trainer.limit_val_batches=1`): a run stopped by max_steps before its first validation ends without
+a model file (EarlyStopping's error, then no best checkpoint: the faults issue, 13). Results: a
+Markdown table on stdout and scale.json in --work.
 """
 import argparse
 import csv
@@ -57,8 +58,8 @@ def build_corpus(folder: Path, pairs: int, seed: int = 0) -> Path:
 def train(corpus: Path, cache: Path, run_dir: Path, overrides: list[str]) -> dict:
     """One scripts/train.py process under /usr/bin/time -v: seconds, peak RSS (MiB), its output."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "scripts/train.py", f"data.source.path={corpus}",
-           "data.fallback=null", f"data.cache_dir={cache}", f"hydra.run.dir={run_dir}", "callbacks.early_stopping=null",
-           "trainer.enable_progress_bar=false", "data.eval_limit=50", *overrides]
+           "data.fallback=null", f"data.cache_dir={cache}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false",
+           "data.eval_limit=50", "trainer.limit_val_batches=1", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -92,9 +93,9 @@ def main() -> None:
     for n in args.pairs:
         corpora[f"{n:,}"] = build_corpus(work / f"corpus-{n}", n)
     results: dict[str, dict] = {name: {} for name in corpora}
-    one_step = ["trainer.max_steps=1", *args.overrides]
-    steady = [f"trainer.max_steps={args.steps}", "trainer.log_every_n_steps=10", "+callbacks.throughput.window_size=20",
-              *args.overrides]
+    one_step = ["trainer.max_steps=1", "trainer.val_check_interval=1", *args.overrides]
+    steady = [f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}",
+              "trainer.log_every_n_steps=10", "+callbacks.throughput.window_size=20", *args.overrides]
     for measure, overrides in (("first", one_step), ("cached", one_step), ("steady", steady)):
         for name, corpus in corpora.items():
             run_dir = work / "runs" / f"{name.replace(',', '')}-{measure}"

@@ -6,6 +6,7 @@ checkpoints and model files; a Tokenizer pickles as those bytes (for datasets' w
 """
 import hashlib
 import io
+import os
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
@@ -93,6 +94,6 @@ def _train(sentences: Iterable[str], vocab_size: int, model_type: str) -> bytes:
     spm.SentencePieceTrainer.train(
         sentence_iterator=(s for s in sentences if s), model_writer=out, vocab_size=vocab_size,
         model_type=model_type, byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False,
-        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2, num_threads=2,
+        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2, num_threads=len(os.sched_getaffinity(0)),
         input_sentence_size=2_000_000, shuffle_input_sentence=True)
     return out.getvalue()

@@ -32,7 +32,8 @@ TINY = ["model.input_size=32", "model.hidden_size=32", "data.tokenizer.vocab_siz
 
 def compose_config(name: str, overrides: list[str], run_dir: Path | None = None) -> DictConfig:
     """The config `scripts/<name>.py` would run with these overrides (run_dir replaces Hydra's)."""
-    extra = [f"paths.run_dir={run_dir}", f"data.source.path={MULTI30K}"] if run_dir is not None else []
+    extra = [f"paths.run_dir={run_dir}", f"data.source.path={MULTI30K}", f"data.cache_dir={run_dir / 'data_cache'}"] \
+        if run_dir is not None else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=name, overrides=[*extra, *overrides])
 
@@ -84,6 +85,13 @@ def tiny_model_file(path: Path, vocab_size: int = 500) -> Path:
     model = EncoderDecoder(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, ModelConfig(**model_cfg))
     modelfile.save(path, model_cfg, model.state_dict(), tokenizer.state(), {"beam_size": 2, "alpha": 1.0, "max_len": 20})
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> None:
+    """The default data.cache_dir of this session (scripts the tests start included), out of the checkout.
+    compose_config(..., run_dir) gives each run its own cache instead."""
+    os.environ["SEQ2SEQ_CACHE"] = str(tmp_path_factory.mktemp("data_cache"))
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,21 @@
 import gzip
 import json
 import re
+import threading
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from conftest import MULTI30K
+from conftest import MULTI30K, compose_config
 from seq2seq.data import DataError, Tokenizer, TranslationDataModule
 from seq2seq.data.batching import TokenBatchSampler, collate
-from seq2seq.data.sources import load_split, read_lines
+from seq2seq.data.sources import load_split as load_split_into
+from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import BOS, EOS, PAD, UNK
 
 PAIRS = [("A dog runs.", "Ein Hund läuft."), ("", ""), ("Two men, one car.", "Zwei Männer, ein Auto.")]
@@ -23,6 +27,21 @@ SPLITS = {"train": "train", "val": "validation", "test": "test"}
 def datasets_cache(tmp_path_factory, monkeypatch) -> None:
     """load_dataset caches what it reads; keep that cache out of the home directory (and the data folders)."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_cache"))
+
+
+def load_split(format: str, path: str, split: str, src_lang: str, tgt_lang: str, **kwargs) -> datasets.Dataset:
+    """load_split with its Arrow copies cached beside (not inside) the data folder."""
+    return load_split_into(format, path, split, src_lang, tgt_lang, Path(path).parent / "cache", **kwargs)
+
+
+def datamodule(cache: Path, **settings) -> TranslationDataModule:
+    """The DataModule of conf/data/multi30k.yaml with `settings` replacing its keys (tokenizer: some of its keys)."""
+    data = compose_config("train", []).data
+    cfg = {k: data[k] for k in data}  # resolved
+    cfg = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in cfg.items()}
+    del cfg["_target_"]
+    tokenizer = {**cfg.pop("tokenizer"), **settings.pop("tokenizer", {})}
+    return TranslationDataModule(**{**cfg, "tokenizer": tokenizer, "cache_dir": str(cache), **settings})
 
 
 def write_text(path: Path, lines: list[str], newline: str = "\n") -> None:
@@ -63,7 +82,7 @@ def test_jsonl_reader_with_columns(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", [{"english": s, "german": t, "id": i} for i, (s, t) in enumerate(PAIRS)])
     ds = load_split("jsonl", str(tmp_path), "test", "en", "de", columns={"src": "english", "tgt": "german"})
     assert pairs_of(ds) == PAIRS
-    with pytest.raises(DataError, match=r"test\.jsonl: no column \['en', 'de'\]"):
+    with pytest.raises(DataError, match=r"test\.jsonl:1: no column \['en', 'de'\]"):
         load_split("jsonl", str(tmp_path), "test", "en", "de")
 
 
@@ -114,11 +133,11 @@ def test_fallback_is_used_only_when_the_local_source_is_missing(tmp_path: Path) 
     write_jsonl(tmp_path / "train.jsonl", [{"en": s, "de": t} for s, t in PAIRS])
     fallback = {"format": "hub", "path": str(tmp_path), "splits": SPLITS, "columns": {"src": "en", "tgt": "de"}}
     missing = {"format": "text", "path": str(tmp_path / "nowhere"), "splits": SPLITS}
-    dm = TranslationDataModule("en", "de", missing, {}, fallback=fallback)
+    dm = datamodule(tmp_path / "cache", source=missing, fallback=fallback)
     assert dm.source == fallback
     assert pairs_of(dm.load("train")) == PAIRS
     present = {"format": "text", "path": str(MULTI30K), "splits": SPLITS}
-    assert TranslationDataModule("en", "de", present, {}, fallback=fallback).source == present
+    assert datamodule(tmp_path / "cache", source=present, fallback=fallback).source == present
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +259,8 @@ def test_length_filter_applies_to_training_only(tmp_path: Path) -> None:
     max_len = 12
     splits = {"train": "train", "val": "val", "test": "test_2016_flickr"}
     source = {"format": "text", "path": str(MULTI30K), "splits": splits}
-    dm = TranslationDataModule("en", "de", source, {"vocab_size": 400}, max_tokens=200, max_len=max_len,
-                               train_limit=400, eval_limit=150)
+    dm = datamodule(tmp_path / "cache", source=source, tokenizer={"vocab_size": 400, "sample_size": 1000},
+                    max_tokens=200, max_len=max_len, train_limit=400, eval_limit=150)
     tok = dm.prepare_tokenizer(tmp_path / "tokenizer")
     assert Tokenizer.load(tmp_path / "tokenizer").state() == tok.state()
     dm.setup("fit")
@@ -258,3 +277,213 @@ def test_length_filter_applies_to_training_only(tmp_path: Path) -> None:
     assert sorted(val) == list(range(150))
     train = [i for b in dm.train_dataloader() for i in b["ids"].tolist()]
     assert sorted(train) == kept
+
+
+# --- malformed lines ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("format, lines, where, what", [
+    ("tsv", ["a\tb", "c\td", "no tab here", "e\tf"], 3, "expected source TAB target, found 1 tab-separated field"),
+    ("tsv", ["a\tb", "one\ttwo\tthree"], 2, "expected source TAB target, found 3 tab-separated fields"),
+    ("jsonl", ['{"en": "a", "de": "b"}', '{"en": "c", "de": '], 2, "not valid JSON"),
+    ("jsonl", ['{"en": "a", "de": "b"}', "", '["a", "b"]'], 3, "expected a JSON object, found list"),
+    ("jsonl", ['{"en": "a", "de": "b"}', '{"en": "c"}'], 2, r"no column \['de'\]"),
+    ("jsonl", ['{"en": "a", "de": null}'], 1, "'de' is null, not a string"),
+])
+def test_malformed_lines_are_named_by_file_and_line(tmp_path: Path, format: str, lines: list[str], where: int,
+                                                    what: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_text(data / f"train.{format}", lines)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(data / f'train.{format}'))}:{where}: {what}"):
+        load_split(format, str(data), "train", "en", "de")
+    assert not list((tmp_path / "cache").glob("corpus/*/*.arrow"))  # nothing half-read is kept
+
+
+def test_a_malformed_line_ends_training_with_one_error_line(tmp_path: Path, capfd) -> None:
+    from seq2seq.cli import user_errors
+    from seq2seq.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val", "test"):
+        write_text(data / f"{split}.tsv", ["A dog.\tEin Hund."] * 5 + (["broken line"] if split == "train" else []))
+    cfg = compose_config("train", ["data.source.format=tsv", f"data.source.path={data}", "data.fallback=null",
+                                   "data.source.splits={train: train, val: val, test: test}"], tmp_path / "run")
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        user_errors(train)(cfg)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and err == [f"error: {data / 'train.tsv'}:6: expected source TAB target, "
+                                            f"found 1 tab-separated field"]
+
+
+# --- the cache: one preparation, reused ---------------------------------------------------------------------
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """600/50/50 Multi30k pairs as a text corpus folder."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for split, n in (("train", 600), ("val", 50), ("test", 50)):
+        for lang in ("en", "de"):
+            src = "train" if split == "train" else "val"
+            write_text(folder / f"{split}.{lang}", read_lines(MULTI30K / f"{src}.{lang}.gz")[:n])
+    return folder
+
+
+def small(cache: Path, corpus: Path, **settings) -> TranslationDataModule:
+    source = {"format": "text", "path": str(corpus), "splits": {"train": "train", "val": "val", "test": "test"}}
+    return datamodule(cache, source=source, tokenizer={"vocab_size": 400, "sample_size": 10_000}, max_tokens=300,
+                      **settings)
+
+
+@pytest.fixture
+def counted(monkeypatch) -> dict[str, int]:
+    """Counts of SentencePiece trainings and datasets.map calls (tokenizations) from here on."""
+    counts = {"train": 0, "map": 0}
+    real_train, real_map = Tokenizer.train.__func__, datasets.Dataset.map
+
+    def train(cls, *args, **kwargs):
+        counts["train"] += 1
+        return real_train(cls, *args, **kwargs)
+
+    def map(self, *args, **kwargs):
+        counts["map"] += 1
+        return real_map(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tokenizer, "train", classmethod(train))
+    monkeypatch.setattr(datasets.Dataset, "map", map)
+    return counts
+
+
+def prepared(dm: TranslationDataModule, run_dir: Path) -> TranslationDataModule:
+    """What a run does: tokenizer into its folder, prepare_data (rank 0), setup (every rank)."""
+    dm.prepare_tokenizer(run_dir / "tokenizer")
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_a_second_run_reuses_the_cache_and_tokenizes_nothing(tmp_path: Path, small_corpus: Path, counted) -> None:
+    cache = tmp_path / "cache"
+    first = prepared(small(cache, small_corpus), tmp_path / "run1")
+    assert counted == {"train": 1, "map": 3}  # SentencePiece once, then train, val and test encoded
+    files = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    second = prepared(small(cache, small_corpus), tmp_path / "run2")  # another run folder
+    assert counted == {"train": 1, "map": 3}
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == files
+    assert (tmp_path / "run2" / "tokenizer" / "spm.src.model").read_bytes() == first.tokenizer.src_model
+    for split in ("train", "val", "test"):
+        assert second.splits[split][:] == first.splits[split][:]
+        assert all(np.array_equal(a, b) for a, b in zip(second.lengths[split], first.lengths[split]))
+    assert second.splits["train"].column_names == ["id", "src_ids", "tgt_ids", "src_len", "tgt_len"]
+    assert second.lengths["train"][0].tolist() == [len(s) for s in second.splits["train"]["src_ids"]]
+
+    prepared(small(cache, small_corpus, max_len=20), tmp_path / "run3")  # a filter works on the cached ids
+    assert counted == {"train": 1, "map": 3}
+    prepared(small(cache, small_corpus, train_limit=300), tmp_path / "run4")  # other training pairs
+    assert counted == {"train": 2, "map": 6}
+    write_text(small_corpus / "val.de", read_lines(small_corpus / "val.de")[::-1])  # a changed file
+    prepared(small(cache, small_corpus, train_limit=300), tmp_path / "run5")
+    assert counted == {"train": 2, "map": 7}
+
+
+def test_ranks_share_one_preparation(tmp_path: Path, small_corpus: Path, counted) -> None:
+    """Lightning calls prepare_data on global rank 0 only; the other ranks' setup() memory-maps its files.
+    Two preparations racing (two nodes, or two runs) build each entry once."""
+    cache, folder = tmp_path / "cache", tmp_path / "run" / "tokenizer"
+    rank0, rank1 = small(cache, small_corpus), small(cache, small_corpus)
+    assert rank0.prepare_data_per_node is False
+    prepared(rank0, tmp_path / "run")
+    rank1.prepare_tokenizer(folder)  # as train.shared_tokenizer does once rank 0 saved it
+    rank1.setup("fit")
+    assert counted == {"train": 1, "map": 3}
+    for split in ("train", "val"):
+        assert [f["filename"] for f in rank1.splits[split].cache_files] == \
+               [f["filename"] for f in rank0.splits[split].cache_files]
+        assert all(f["filename"].startswith(str(cache)) for f in rank1.splits[split].cache_files)
+
+    racing = [small(tmp_path / "cache2", small_corpus) for _ in range(2)]
+    threads = [threading.Thread(target=prepared, args=(dm, tmp_path / f"race{i}")) for i, dm in enumerate(racing)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert counted == {"train": 2, "map": 6}
+    assert racing[0].splits["train"][:] == racing[1].splits["train"][:]
+
+
+def test_sentencepiece_trains_on_a_streamed_sample(tmp_path: Path, small_corpus: Path, monkeypatch) -> None:
+    seen = {}
+    real_train = Tokenizer.train.__func__
+
+    def train(cls, src, tgt, **kwargs):
+        seen.update(src_is_list=isinstance(src, list), tgt_is_list=isinstance(tgt, list))
+        src, tgt = list(src), list(tgt)
+        seen.update(src=src, tgt=tgt)
+        return real_train(cls, src, tgt, **kwargs)
+
+    monkeypatch.setattr(Tokenizer, "train", classmethod(train))
+    dm = datamodule(tmp_path / "cache", source={"format": "text", "path": str(small_corpus), "splits": SPLITS},
+                    tokenizer={"vocab_size": 400, "sample_size": 250})
+    dm.prepare_tokenizer(tmp_path / "tokenizer")
+    assert not seen["src_is_list"] and not seen["tgt_is_list"]  # streamed off the Arrow table
+    en, de = read_lines(small_corpus / "train.en"), read_lines(small_corpus / "train.de")
+    assert len(seen["src"]) == len(set(seen["src"])) == 250 and set(seen["src"]) < set(en)
+    assert [de[en.index(s)] for s in seen["src"]] == seen["tgt"]  # aligned pairs, in corpus order
+    every = datamodule(tmp_path / "cache", source={"format": "text", "path": str(small_corpus), "splits": SPLITS},
+                       tokenizer={"vocab_size": 400, "sample_size": 600})
+    every.prepare_tokenizer(tmp_path / "tokenizer_all")
+    assert seen["src"] == en and seen["tgt"] == de  # no more pairs than the sample: all, in order
+
+
+def test_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.tokenizer.sample_size"):
+        datamodule(tmp_path, tokenizer={"sample_size": 0})
+    with pytest.raises(ValueError, match="data.num_proc"):
+        datamodule(tmp_path, num_proc=0)
+
+
+# --- WMT-shaped hub datasets ----------------------------------------------------------------------------------
+
+WMT = [{"translation": {"de": f"Satz {i} auf Deutsch.", "en": f"Sentence {i} in English."}} for i in range(40)]
+
+
+def wmt_folder(folder: Path) -> Path:
+    """A local copy of the hub's wmt/wmt14 layout: parquet files per config and split, configs in README.md."""
+    for split, rows in (("train", WMT[:30]), ("validation", WMT[30:35]), ("test", WMT[35:])):
+        (folder / "de-en").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_list(rows).to_parquet(folder / "de-en" / f"{split}-00000-of-00001.parquet")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: de-en\n  data_files:\n" + "".join(
+        f"  - split: {s}\n    path: de-en/{s}-*\n" for s in ("train", "validation", "test")) + "---\n")
+    return folder
+
+
+def test_wmt14_recipe_reads_a_wmt_shaped_dataset(tmp_path: Path) -> None:
+    folder = wmt_folder(tmp_path / "wmt14")
+    cfg = compose_config("train", ["data=wmt14_en_de", f"data.source.path={folder}"], tmp_path / "run")
+    assert cfg.data.source.name == "de-en" and cfg.data.src_lang == "en" and cfg.data.tgt_lang == "de"
+    dm = instantiate(cfg.data)
+    expected = {"train": WMT[:30], "val": WMT[30:35], "test": WMT[35:]}
+    for split, rows in expected.items():
+        assert pairs_of(dm.load(split)) == [(r["translation"]["en"], r["translation"]["de"]) for r in rows]
+    dm = instantiate(cfg.data, tokenizer={"vocab_size": 300})
+    prepared(dm, tmp_path / "run")
+    assert list(dm.splits["test"]["tgt"]) == [r["translation"]["de"] for r in WMT[35:]]
+    assert dm.tokenizer.decode_tgt(dm.splits["val"]["tgt_ids"]) == [r["translation"]["de"] for r in WMT[30:35]]
+
+
+def test_hub_reader_finds_a_nested_translation_column_and_save_to_disk_folders(tmp_path: Path) -> None:
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(WMT[:10]),
+                               "validation": datasets.Dataset.from_list(WMT[10:12])})
+    dd.save_to_disk(str(tmp_path / "saved"))
+    ds = load_split("hub", str(tmp_path / "saved"), "validation", "de", "en")  # no columns: translation.{de,en}
+    assert pairs_of(ds) == [(r["translation"]["de"], r["translation"]["en"]) for r in WMT[10:12]]
+    ds = load_split("hub", str(tmp_path / "saved"), "train", "en", "de",
+                    columns={"src": "translation.en", "tgt": "translation.de"})
+    assert pairs_of(ds)[3] == (WMT[3]["translation"]["en"], WMT[3]["translation"]["de"])
+    with pytest.raises(DataError, match=r"split 'dev'"):
+        load_split("hub", str(tmp_path / "saved"), "dev", "en", "de")
+    with pytest.raises(DataError, match=r"no column \['translation.fr'\]"):
+        load_split("hub", str(tmp_path / "saved"), "train", "en", "fr",
+                   columns={"src": "translation.en", "tgt": "translation.fr"})

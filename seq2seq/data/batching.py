@@ -21,6 +21,12 @@ from seq2seq.data.tokenizer import BOS, EOS, PAD
 
 
 class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of sentence indices from the sentences' lengths, src_lens (N,) and tgt_lens (N,).
+
+    The epoch's batches are computed once per epoch with numpy: a sort, then one short vectorised
+    step per batch (never a Python step per sentence), held as the sorted order and batch bounds.
+    """
+
     def __init__(self, src_lens: Sequence[int], tgt_lens: Sequence[int], max_tokens: int,
                  shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
@@ -29,47 +35,71 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches of it already trained)
         self.start = 0  # the first batch of the current iteration
+        self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # (epoch, order, bounds, picked)
         # Lightning calls set_epoch on `loader.batch_sampler.sampler` (not on the batch sampler) each epoch.
         self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _epoch_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(order (N,), bounds (B + 1,), picked (b,)): batch j is order[bounds[j]:bounds[j + 1]]; this
+        rank's batches are the batches `picked`, in that order."""
+        if self._plan is None or self._plan[0] != self.epoch:
+            n = len(self.src_lens)
+            rng = np.random.default_rng((self.seed, self.epoch))
+            tie = rng.random(n) if self.shuffle else np.arange(n)
+            order = np.lexsort((tie, self.src_lens, self.tgt_lens))  # by target, then source length
+            cost = np.maximum(self.src_lens, self.tgt_lens + 1)[order]  # padded positions per sentence
+            bounds = pack(cost, self.max_tokens)
+            picked = rng.permutation(len(bounds) - 1) if self.shuffle else np.arange(len(bounds) - 1)
+            if self.world_size > 1 and len(picked):
+                # Every rank needs at least one batch (an empty rank hangs the others); in training, as many as
+                # the others. Repeat the first batches, as DistributedSampler repeats samples; evaluation drops
+                # repeats by id.
+                b = len(picked)
+                want = -(-b // self.world_size) * self.world_size if self.shuffle else max(b, self.world_size)
+                picked = picked[np.arange(want) % b][self.rank :: self.world_size]
+            self._plan = (self.epoch, order, bounds, picked)
+        return self._plan[1:]
+
     def batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch."""
-        rng = np.random.default_rng((self.seed, self.epoch))
-        tie = rng.random(len(self.src_lens)) if self.shuffle else np.arange(len(self.src_lens))
-        order = np.lexsort((tie, self.src_lens, self.tgt_lens))  # by target, then source length
-        cost = np.maximum(self.src_lens, self.tgt_lens + 1)  # padded positions per sentence
-        batches, current, longest = [], [], 0
-        for idx in order.tolist():
-            if current and max(longest, cost[idx]) * (len(current) + 1) > self.max_tokens:
-                batches.append(current)
-                current, longest = [], 0
-            current.append(idx)
-            longest = max(longest, cost[idx])
-        if current:
-            batches.append(current)
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1 and batches:
-            # Every rank needs at least one batch (an empty rank hangs the others); in training, as many as the
-            # others. Repeat the first batches, as DistributedSampler repeats samples; evaluation drops repeats by id.
-            n = len(batches)
-            want = -(-n // self.world_size) * self.world_size if self.shuffle else max(n, self.world_size)
-            batches = [batches[i % n] for i in range(want)][self.rank :: self.world_size]
-        return batches
+        order, bounds, picked = self._epoch_plan()
+        return [order[bounds[j] : bounds[j + 1]].tolist() for j in picked]
 
     def __iter__(self) -> Iterator[list[int]]:
         """This epoch's batches from where a resumed run left off. The order is drawn at the first
         batch, so an iterator made before set_epoch() still follows the epoch."""
-        batches = self.batches()
+        order, bounds, picked = self._epoch_plan()
         resume, self.resume_at = self.resume_at, None
         self.start = resume[1] if resume is not None and resume[0] == self.epoch else 0
-        yield from batches[self.start :]
+        for j in picked[self.start :]:
+            yield order[bounds[j] : bounds[j + 1]].tolist()
 
     def __len__(self) -> int:
-        return len(self.batches())
+        return len(self._epoch_plan()[2])
+
+
+def pack(cost: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Greedy batches over sentences in order: bounds (B + 1,) such that each batch [bounds[j], bounds[j + 1])
+    is the longest run whose size x longest cost stays within max_tokens (a sentence over it alone).
+
+    One step per batch: the running maximum of a window of costs gives every prefix's padded size.
+    """
+    n, start, window, bounds = len(cost), 0, 64, [0]
+    while start < n:
+        while True:
+            longest = np.maximum.accumulate(cost[start : start + window])
+            over = np.flatnonzero(longest * np.arange(1, len(longest) + 1) > max_tokens)
+            if len(over) or start + window >= n or window > max_tokens:
+                break
+            window *= 2
+        size = max(int(over[0]), 1) if len(over) else len(longest)
+        start += size
+        bounds.append(start)
+        window = 2 * size + 1
+    return np.asarray(bounds)
 
 
 class ResumableLoader(DataLoader):
@@ -102,9 +132,10 @@ class ResumableLoader(DataLoader):
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Examples {"id", "src_ids", "tgt_ids", "tgt"} -> padded tensors and the raw references.
+    """Examples {"id", "src_ids", "tgt_ids", "tgt"?} -> padded tensors and the raw references.
 
-    src (B, S), src_lens (B,), tgt_in (B, T) = BOS + target, tgt_out (B, T) = target + EOS, ids (B,).
+    src (B, S), src_lens (B,), tgt_in (B, T) = BOS + target, tgt_out (B, T) = target + EOS, ids (B,);
+    refs: the target texts (evaluation splits carry them; training examples need none: []).
     """
     batch = len(examples)
     src_lens = torch.tensor([len(e["src_ids"]) for e in examples])
@@ -117,7 +148,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
         t = torch.as_tensor([BOS, *e["tgt_ids"], EOS], dtype=torch.long)
         tgt_in[i, : len(t) - 1], tgt_out[i, : len(t) - 1] = t[:-1], t[1:]
     return {"src": src, "src_lens": src_lens, "tgt_in": tgt_in, "tgt_out": tgt_out,
-            "ids": torch.tensor([e["id"] for e in examples]), "refs": [e["tgt"] for e in examples]}
+            "ids": torch.tensor([e["id"] for e in examples]), "refs": [e["tgt"] for e in examples if "tgt" in e]}
 
 
 def batch_size(batch: dict) -> int:

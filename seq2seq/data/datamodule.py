@@ -1,18 +1,42 @@
-"""The LightningDataModule: load the splits, train or reuse SentencePiece, batch by tokens."""
+"""The LightningDataModule: splits as memory-mapped Arrow tables, SentencePiece and encoded splits
+prepared once into `cache_dir`, batches by tokens."""
+import json
 import logging
+import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from seq2seq.config import ConfigError
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler, collate
-from seq2seq.data.sources import load_split
+from seq2seq.data.cache import build_once, digest
+from seq2seq.data.sources import cache_identity, load_split
 from seq2seq.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 LOCAL_FORMATS = ("text", "tsv", "jsonl")
+STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+ENCODING = "ids-int32-v1"  # the encoded tables' layout; a new one re-encodes instead of misreading old caches
+ROWS_PER_PROCESS = 100_000  # num_proc=null: one tokenizing process per this many pairs, at most one per core
+
+
+class Encoder:
+    """The batched map function {src, tgt} -> {id, src_ids, tgt_ids, src_len, tgt_len} (a class, so that
+    datasets' worker processes receive it pickled: the tokenizer travels as its model bytes)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        src, tgt = self.tokenizer.encode_src(batch["src"]), self.tokenizer.encode_tgt(batch["tgt"])
+        return {"id": indices, "src_ids": src, "tgt_ids": tgt,
+                "src_len": [len(s) for s in src], "tgt_len": [len(t) for t in tgt]}
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -21,75 +45,140 @@ class TranslationDataModule(L.LightningDataModule):
     source: {format, path, splits: {train, val, test}, columns?, name?}; `fallback` has the same keys
     and is used when a local `source.path` does not exist (e.g. the hub copy of a local corpus).
     Training keeps pairs whose both sides have 1..max_len pieces; val/test keep every sentence.
+
+    Everything derived from the corpus lives under `cache_dir`, named by the corpus files (or hub
+    dataset files), the limits and the tokenizer: the Arrow copy of local files, the SentencePiece
+    model (trained on `tokenizer.sample_size` random training pairs, or all of them if fewer), and
+    each split's ids and lengths. prepare_data() builds them on global rank 0; setup() on every rank
+    memory-maps them; a later run with the same corpus and settings rebuilds nothing.
     """
 
     def __init__(self, src_lang: str, tgt_lang: str, source: dict, tokenizer: dict,
                  fallback: dict | None = None, max_tokens: int = 4096, eval_max_tokens: int = 8192,
                  max_len: int = 100, train_limit: int | None = None, eval_limit: int | None = None,
-                 num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, *, cache_dir: str, num_proc: int | None) -> None:
         super().__init__()
         if max_tokens <= max_len + 1:
             raise ConfigError(f"data.max_tokens ({max_tokens}) must exceed data.max_len + 1 ({max_len + 1})")
+        if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
+            raise ConfigError(f"data.num_proc must be a positive integer or null, got {num_proc!r}")
+        self.tokenizer_cfg = _plain(tokenizer)
+        self.sample_size = self.tokenizer_cfg.pop("sample_size", None)
+        if not isinstance(self.sample_size, int) or self.sample_size < 1:
+            raise ConfigError(f"data.tokenizer.sample_size must be a positive integer, got {self.sample_size!r}")
+        if not cache_dir:
+            raise ConfigError("data.cache_dir must name a folder")
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.source = self._choose(dict(source), fallback)
-        self.tokenizer_cfg = dict(tokenizer)
+        self.source = self._choose(_plain(source), fallback and _plain(fallback))
         self.max_tokens, self.eval_max_tokens, self.max_len = max_tokens, eval_max_tokens, max_len
         self.train_limit, self.eval_limit = train_limit, eval_limit
         self.num_workers, self.seed = num_workers, seed
+        self.cache_dir, self.num_proc = Path(cache_dir), num_proc
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, datasets.Dataset] = {}
+        self.lengths: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split -> (src_len (N,), tgt_len (N,))
+        self.prepare_data_per_node = False  # global rank 0 prepares: cache_dir must be shared by all nodes
 
     @staticmethod
     def _choose(source: dict, fallback: dict | None) -> dict:
         if source["format"] in LOCAL_FORMATS and not Path(source["path"]).exists() and fallback:
             log.info("%s not found; using %s %s", source["path"], fallback["format"], fallback["path"])
-            return dict(fallback)
+            return fallback
         return source
 
     def load(self, split: str) -> datasets.Dataset:
+        """The split's text pairs {src, tgt}, memory-mapped, cut to train_limit / eval_limit."""
         s = self.source
-        ds = load_split(s["format"], s["path"], s["splits"][split], self.src_lang, self.tgt_lang,
+        ds = load_split(s["format"], s["path"], s["splits"][split], self.src_lang, self.tgt_lang, self.cache_dir,
                         s.get("columns"), s.get("name"))
-        limit = self.train_limit if split == "train" else self.eval_limit
-        if limit:
-            ds = ds.select(range(min(limit, len(ds))))
-        return ds
+        limit = self._limit(split)
+        return ds.select(range(limit)) if limit and limit < len(ds) else ds
+
+    def _limit(self, split: str) -> int | None:
+        return self.train_limit if split == "train" else self.eval_limit
+
+    def _identity(self, split: str, ds: datasets.Dataset) -> list:
+        """What a split's derived data depends on: its files, columns, languages and limit."""
+        return [self.source.get("columns"), self.src_lang, self.tgt_lang, self._limit(split), cache_identity(ds)]
 
     def prepare_tokenizer(self, folder: Path) -> Tokenizer:
-        """The run's tokenizer: loaded from `folder` if saved there (resume, DDP ranks), else trained."""
+        """The run's tokenizer: loaded from `folder` if saved there (resume, DDP ranks), else taken from
+        the cache or trained into it, then saved in `folder`."""
         self.tokenizer = Tokenizer.load(folder)
         if self.tokenizer is None:
             train = self.load("train")
-            log.info("training SentencePiece on %d sentence pairs", len(train))
-            self.tokenizer = Tokenizer.train(train["src"], train["tgt"], **self.tokenizer_cfg)
+            cached = self.cache_dir / "tokenizer" / digest(self._identity("train", train), self.tokenizer_cfg,
+                                                           self.sample_size)
+            build_once(cached, lambda tmp: self._train_tokenizer(train).save(tmp))
+            self.tokenizer = Tokenizer.load(cached)
             self.tokenizer.save(folder)
         return self.tokenizer
 
-    def setup(self, stage: str | None = None) -> None:
-        assert self.tokenizer is not None, "call prepare_tokenizer() before setup()"
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"]}.get(stage, ["train", "val", "test"])
-        for split in wanted:
-            if split not in self.splits:
-                self.splits[split] = self._encode(self.load(split), train=split == "train")
+    def _train_tokenizer(self, train: datasets.Dataset) -> Tokenizer:
+        """SentencePiece on sentences streamed off `sample_size` random training pairs (all, in corpus
+        order, when there are no more)."""
+        if len(train) > self.sample_size:
+            rows = np.random.default_rng(0).choice(len(train), self.sample_size, replace=False)
+            train = train.select(np.sort(rows), keep_in_memory=True)
+        log.info("training SentencePiece on %d sentence pairs", len(train))
+        return Tokenizer.train(_column(train, "src"), _column(train, "tgt"), **self.tokenizer_cfg)
 
-    def _encode(self, ds: datasets.Dataset, train: bool) -> datasets.Dataset:
-        tok = self.tokenizer
-        ds = ds.map(lambda b, idx: {"id": idx, "src_ids": tok.encode_src(b["src"]), "tgt_ids": tok.encode_tgt(b["tgt"])},
-                    batched=True, with_indices=True)
-        if train:
-            ds = ds.filter(lambda b: [1 < len(s) <= self.max_len + 1 and 0 < len(t) <= self.max_len
-                                      for s, t in zip(b["src_ids"], b["tgt_ids"])], batched=True)
-        return ds
+    def prepare_data(self) -> None:
+        """Encode the splits the trainer's stage needs into the cache (Lightning calls this on global
+        rank 0, then setup() on every rank)."""
+        stage = self.trainer.state.fn.value if self.trainer else None
+        for split in STAGES.get(stage, ("train", "val", "test")):
+            self._encoded(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Memory-map the stage's encoded splits (encoding any that prepare_data did not) and their lengths."""
+        assert self.tokenizer is not None, "call prepare_tokenizer() before setup()"
+        for split in STAGES.get(stage, ("train", "val", "test")):
+            if split not in self.splits:
+                self._setup_split(split)
+
+    def _setup_split(self, split: str) -> None:
+        ds = self._encoded(split)
+        src_len, tgt_len = (ds.data.column(c).to_numpy() for c in ("src_len", "tgt_len"))
+        if split == "train":
+            keep = (src_len > 1) & (src_len <= self.max_len + 1) & (tgt_len > 0) & (tgt_len <= self.max_len)
+            if not keep.all():
+                ds = ds.select(np.flatnonzero(keep), keep_in_memory=True)  # an index, not a copy of the rows
+                src_len, tgt_len = src_len[keep], tgt_len[keep]
+        self.splits[split], self.lengths[split] = ds, (src_len, tgt_len)
+
+    def _encoded(self, split: str) -> datasets.Dataset:
+        """The split's {id, src_ids, tgt_ids, src_len, tgt_len} (+ tgt text for val/test), from the cache."""
+        raw = self.load(split)
+        keep_text = split != "train"  # references for BLEU
+        folder = self.cache_dir / "encoded" / digest(self._identity(split, raw), self.tokenizer.digest(),
+                                                     keep_text, ENCODING)
+        build_once(folder, lambda tmp: self._encode(raw, keep_text, tmp))
+        files = json.loads((folder / "files.json").read_text())
+        return datasets.concatenate_datasets([datasets.Dataset.from_file(str(folder / f)) for f in files])
+
+    def _encode(self, raw: datasets.Dataset, keep_text: bool, folder: Path) -> None:
+        """Tokenize `raw` with datasets.map into Arrow files in `folder`, listed in folder/files.json."""
+        procs = self.num_proc or min(len(os.sched_getaffinity(0)), -(-len(raw) // ROWS_PER_PROCESS))
+        log.info("encoding %d sentence pairs with %d process%s", len(raw), procs, "es" * (procs > 1))
+        start = time.perf_counter()
+        ids = datasets.Sequence(datasets.Value("int32"))
+        features = datasets.Features({**({"tgt": datasets.Value("string")} if keep_text else {}),
+                                      "id": datasets.Value("int64"), "src_ids": ids, "tgt_ids": ids,
+                                      "src_len": datasets.Value("int32"), "tgt_len": datasets.Value("int32")})
+        ds = raw.map(Encoder(self.tokenizer), batched=True, with_indices=True, num_proc=procs if procs > 1 else None,
+                     remove_columns=["src"] if keep_text else ["src", "tgt"], features=features,
+                     cache_file_name=str(folder / "encoded.arrow"), new_fingerprint=folder.name)
+        (folder / "files.json").write_text(json.dumps([Path(f["filename"]).name for f in ds.cache_files]))
+        seconds = time.perf_counter() - start
+        log.info("encoded %d sentences in %.1f s (%.0f sentences/s)", 2 * len(raw), seconds, 2 * len(raw) / seconds)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        ds = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = TokenBatchSampler([len(x) for x in ds["src_ids"]], [len(x) for x in ds["tgt_ids"]],
-                                    self.max_tokens if shuffle else self.eval_max_tokens, shuffle,
-                                    self.seed, rank, world)
+        sampler = TokenBatchSampler(*self.lengths[split], self.max_tokens if shuffle else self.eval_max_tokens,
+                                    shuffle, self.seed, rank, world)
         loader = ResumableLoader if shuffle else DataLoader  # a killed run resumes mid-epoch
-        return loader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+        return loader(self.splits[split], batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -99,3 +188,14 @@ class TranslationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _plain(cfg: dict | DictConfig) -> dict:
+    """A config node as a plain dict (it goes into cache keys)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _column(ds: datasets.Dataset, name: str) -> Iterator[str]:
+    """One text column, streamed in batches off the Arrow table."""
+    for batch in ds.select_columns([name]).iter(batch_size=10_000):
+        yield from batch[name]

@@ -1,10 +1,14 @@
 """SentencePiece subword models for source and target (one joint model by default).
 
-Trained on the training split with byte fallback, so no input character is ever unknown. The
-serialized models are bytes: they travel inside checkpoints and model files.
+Trained with byte fallback, so no input character is ever unknown, on sentences streamed to
+SentencePiece (never gathered in one list). The serialized models are bytes: they travel inside
+checkpoints and model files; a Tokenizer pickles as those bytes (for datasets' worker processes).
 """
+import hashlib
 import io
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import sentencepiece as spm
@@ -30,15 +34,23 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
 
+    def __reduce__(self) -> tuple:
+        return Tokenizer, (self.src_model, self.tgt_model)
+
     @classmethod
-    def train(cls, src: Sequence[str], tgt: Sequence[str], vocab_size: int = 8000,
+    def train(cls, src: Iterable[str], tgt: Iterable[str], vocab_size: int = 8000,
               model_type: str = "unigram", joint: bool = True) -> "Tokenizer":
+        """A joint model reads every source sentence, then every target sentence; each iterable once."""
         if joint:
-            return cls(_train([*src, *tgt], vocab_size, model_type))
+            return cls(_train(chain(src, tgt), vocab_size, model_type))
         return cls(_train(src, vocab_size, model_type), _train(tgt, vocab_size, model_type))
 
     def state(self) -> dict[str, bytes | None]:
         return {"src_model": self.src_model, "tgt_model": self.tgt_model}
+
+    def digest(self) -> str:
+        """A short hash of the models: what encoded data depends on."""
+        return hashlib.sha256(self.src_model + (self.tgt_model or b"")).hexdigest()[:24]
 
     @classmethod
     def from_state(cls, state: dict) -> "Tokenizer":
@@ -80,8 +92,8 @@ class Tokenizer:
 def _train(sentences: Iterable[str], vocab_size: int, model_type: str) -> bytes:
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([s for s in sentences if s]), model_writer=out, vocab_size=vocab_size,
+        sentence_iterator=(s for s in sentences if s), model_writer=out, vocab_size=vocab_size,
         model_type=model_type, byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False,
-        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2, num_threads=2,
+        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2, num_threads=len(os.sched_getaffinity(0)),
         input_sentence_size=2_000_000, shuffle_input_sentence=True)
     return out.getvalue()

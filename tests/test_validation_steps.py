@@ -20,7 +20,7 @@ def test_validation_and_checkpoints_every_n_steps_within_an_epoch(tmp_path, monk
     real_end = TranslationModule.on_validation_epoch_end
 
     def on_validation_epoch_end(self) -> None:
-        validated.append(len(self._outputs))
+        validated.append(len(self._sentences))
         real_end(self)
 
     monkeypatch.setattr(TranslationModule, "on_validation_epoch_end", on_validation_epoch_end)
@@ -39,4 +39,4 @@ def test_validation_and_checkpoints_every_n_steps_within_an_epoch(tmp_path, monk
     assert {p.name for p in checkpoints.glob("step*.ckpt")} == {"step7.ckpt", "step14.ckpt", "step21.ckpt"}
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] >= 21 and last["epoch"] == 0
-    assert results["test/bleu"] >= 0 and (run_dir / "model.pt").is_file()
+    assert "test/bleu" in results and (run_dir / "model.pt").is_file()

@@ -27,7 +27,7 @@ TOKENIZER_WAIT_S = 3600.0  # how long ranks > 0 wait for rank 0 to train the tok
 
 
 def train(cfg: DictConfig) -> dict:
-    """Returns {"test/bleu", "test/chrf", "model_file", ...}.
+    """Returns {"test/bleu", "test/chrf", "model_file", "val/bleu" (the best validation BLEU), ...}.
 
     With ``validate=<checkpoint or model file>`` it trains nothing and returns that model's
     {"val/bleu", "val/chrf", "val/loss", "val/ppl"} on the validation split, under any trainer.
@@ -58,6 +58,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         (run_dir / "test.hyp").write_text("\n".join(module.hypotheses) + "\n", encoding="utf-8")
     results["model_file"] = str(model_file)
+    if ckpt is not None and ckpt.monitor == "val/bleu" and ckpt.best_model_score is not None:
+        results["val/bleu"] = float(ckpt.best_model_score)  # the best validation BLEU: what a sweep optimises
     return results
 
 

@@ -28,7 +28,7 @@ def test_a_recipe_overrides_top_level_keys(tmp_path: Path) -> None:
 
 
 def check_recipe(path: Path, overrides: list[str]) -> None:
-    setting = OmegaConf.to_container(OmegaConf.load(path))
+    setting = OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # ${cpu_precision:} -> this machine's
     setting.pop("defaults", None)
     leaves = flatten(setting)
     cfg, default = compose_config("train", overrides), compose_config("train", [])

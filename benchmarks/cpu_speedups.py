@@ -1,13 +1,18 @@
-"""CPU recipe speed-ups side by side in one run: training target tokens/s of the recipe's model and
-batches (experiment=multi30k_cpu), for each precision, with torch.optim.Adam as the module builds it
-(foreach) and with Adam's fused CPU kernel; rounds interleaved so that other load on the machine falls
-on every variant alike. Also checks that fused Adam takes the same steps.
+"""CPU recipe speed-ups side by side in one run, on the recipe's model and batches
+(experiment=multi30k_cpu), torch.optim.Adam as the module builds it (foreach) against Adam's fused CPU
+kernel, in each precision:
+  - fused and foreach Adam take the same steps (largest parameter difference after 20 fp32 steps);
+  - Adam's step alone, ms (the fastest of 5 interleaved rounds);
+  - the median training step of two identical models stepping in turn on the same batches, one per
+    optimizer (load on the machine falls on both alike);
+  - `rounds` Lightning runs of every variant, interleaved: target tokens per second and per CPU-second.
 
     python benchmarks/cpu_speedups.py [--steps 60] [--warmup 10] [--rounds 2] [--threads N]
 """
 import argparse
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +105,31 @@ def same_steps(cfg, datamodule, tokenizer, n: int = 20) -> float:
     return float((params[0] - params[1]).abs().max())
 
 
+def alternating_steps(cfg, datamodule, tokenizer, precision: str, n: int) -> dict[str, float]:
+    """Median ms per training step (forward, backward, clipping, Adam) of two identical models, one with
+    foreach Adam and one with fused, stepping in turn on the same batches: load on the machine that
+    changes from one minute to the next falls on both alike."""
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    runs = {}
+    for name in ("foreach", "fused"):
+        module = new_module(TranslationModule, cfg, tokenizer)
+        module.train()
+        runs[name] = (module, torch.optim.Adam(module.parameters(), lr=cfg.optim.lr, fused=name == "fused"), [])
+    for i, batch in enumerate(b for _, b in zip(range(n + 2), datamodule.train_dataloader())):
+        for name, (module, optimizer, times) in runs.items():
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
+                loss, _, tokens = smoothed_loss(logits, batch["tgt_out"], cfg.label_smoothing)
+            (loss / tokens).backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
+            optimizer.step()
+            optimizer.zero_grad()
+            if i >= 2:  # the first two steps allocate
+                times.append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(times) for name, (_, _, times) in runs.items()}
+
+
 def adam_step_ms(cfg, tokenizer, rounds: int = 5, n: int = 20) -> dict[str, float]:
     """Milliseconds per Adam step alone on the recipe's parameters (random gradients), foreach vs fused,
     interleaved `rounds` times; the fastest round of each (the least disturbed by other load)."""
@@ -123,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="Lightning runs of every variant (0: none)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default="cpu_speedups.json")
     args = parser.parse_args()
@@ -147,6 +177,11 @@ def main() -> None:
     print("Adam step alone, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in results["adam_step_ms"].items())
           + f" ({sum(p.numel() for p in new_module(TranslationModule, cfg, tokenizer).parameters()) / 1e6:.1f} M params)",
           flush=True)
+    results["alternating_step_ms"] = {}
+    for p in PRECISIONS:
+        ms = results["alternating_step_ms"][p] = alternating_steps(cfg, datamodule, tokenizer, p, args.steps)
+        print(f"{p}: median training step, foreach and fused Adam in turn: foreach {ms['foreach']:.0f} ms, "
+              f"fused {ms['fused']:.0f} ms ({ms['foreach'] / ms['fused']:.3f}x)", flush=True)
     for i in range(args.rounds):
         results["rounds"].append({})
         for p in PRECISIONS:
@@ -155,6 +190,9 @@ def main() -> None:
                 r = results["rounds"][-1][name] = throughput(cfg, datamodule, tokenizer, p, f, args.warmup, args.steps)
                 print(f"round {i + 1}: {name}: {r['tok_s']:.0f} target tokens/s, {r['tok_cpu_s']:.0f} per CPU-second",
                       flush=True)
+    if not results["rounds"]:
+        Path(args.output).write_text(json.dumps(results, indent=1))
+        return
     names = list(results["rounds"][0])
     for key, what in (("tok_s", "target tokens/s"), ("tok_cpu_s", "target tokens/CPU-s")):
         print(f"\n{what:28s}" + "".join(f"{'round ' + str(i + 1):>10s}" for i in range(args.rounds))

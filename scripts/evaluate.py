@@ -1,4 +1,5 @@
-"""BLEU, chrF and TER (sacrebleu) of a hypothesis file, or of a model on a data split.
+"""BLEU, chrF and TER (sacrebleu) of a hypothesis file, or of a model on a data split; beside them the
+literature's BLEU (bleu_lit: lowercased, Moses-tokenized text, as the WMT multimodal papers score Multi30k).
 
 report=report.md (or .html) also writes a report: signatures, scores by source length, worst sentences.
 """
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     from seq2seq.cli import input_lines, output_file, user_errors
     from seq2seq.config import ConfigError
     from seq2seq.data.sources import DataError
-    from seq2seq.evaluation import corpus_scores
+    from seq2seq.evaluation import LABELS, corpus_scores
     from seq2seq.translator import Translator
 
     @user_errors
@@ -47,7 +48,7 @@ def main(cfg: DictConfig) -> None:
             about = f"Hypotheses `{cfg.hyp}`, references `{cfg.ref}`" + (f", sources `{cfg.src}`." if srcs else ".")
         else:
             raise ConfigError("give hyp=FILE ref=FILE [src=FILE], or model_file=FILE [split=test]")
-        scores = corpus_scores(hyps, refs, tuple(cfg.metrics))
+        scores = corpus_scores(hyps, refs, tuple(cfg.metrics), cfg.lang)
         scores["sentences"] = len(hyps)
         if cfg.report:
             written = write_report(Path(cfg.report), hyps, refs, scores, srcs, f"{about} {len(hyps)} sentences.")
@@ -56,7 +57,8 @@ def main(cfg: DictConfig) -> None:
             print(json.dumps(scores, indent=1))
         else:
             for name in cfg.metrics:
-                print(f"{name.upper():5s} {scores[name]:6.2f}  {scores[name + '_signature']}")
+                note = "" if LABELS[name].lower() == name else f"  ({LABELS[name]})"
+                print(f"{name.upper():8s} {scores[name]:6.2f}  {scores[name + '_signature']}{note}")
 
     run()
 

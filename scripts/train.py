@@ -7,22 +7,28 @@ from omegaconf import DictConfig
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from seq2seq.cli import check_command_line
 
-START = time.monotonic()
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    start = time.monotonic()  # this job's start: a multirun runs every job in this one process
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from seq2seq.cli import user_errors
+    from seq2seq.sweep import job_errors
     from seq2seq.train import train
 
-    results = user_errors(train)(cfg)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    results = (job_errors if multirun else user_errors)(train)(cfg)
+    if results is None:  # a failed multirun job, listed as failed in the sweep table
+        return None
     if rank_zero_only.rank == 0:  # DDP: every rank returns the same scores
         print(f"test BLEU {results['test/bleu']:.2f}  chrF {results['test/chrf']:.2f}  "
+              f"BLEU (lit.) {results['test/bleu_lit']:.2f} (tokenized, lowercased: not sacreBLEU)  "
               f"(beam {cfg.decoding.beam_size})  model file: {results['model_file']}  "
-              f"wall time {(time.monotonic() - START) / 60:.1f} min")
-    return results["test/bleu"]
+              f"wall time {(time.monotonic() - start) / 60:.1f} min")
+    return results.get("val/bleu")  # what a Hydra sweeper optimises: the best validation BLEU, never test
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """seq2seq: GRU encoder-decoder translation on PyTorch Lightning, configured with Hydra."""
+from seq2seq import precision  # noqa: F401  (registers the ${cpu_precision:} resolver the configs use)
 
 __all__ = ["Translator"]
 

@@ -103,8 +103,7 @@ class OptimConfig:
     """Adam and its learning-rate schedule (see seq2seq/schedules.py).
 
     plateau multiplies the rate by `factor` after `patience` validations without a better val BLEU;
-    inverse_sqrt and cosine warm up over `warmup_steps`; cosine ends at `min_lr`. fused: torch's fused
-    Adam kernel (CPU and CUDA), one op for all parameters instead of several per tensor.
+    inverse_sqrt and cosine warm up over `warmup_steps`; cosine ends at `min_lr`.
     """
     lr: float = 1.0e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -114,7 +113,6 @@ class OptimConfig:
     patience: int = 1
     min_lr: float = 1.0e-5
     warmup_steps: int = 1000
-    fused: bool = False
 
     def __post_init__(self) -> None:
         _number("optim", "lr", self.lr, lambda x: x > 0, "> 0")
@@ -128,7 +126,6 @@ class OptimConfig:
         _integer("optim", "patience", self.patience, low=0)
         _number("optim", "min_lr", self.min_lr, lambda x: x >= 0, ">= 0")
         _integer("optim", "warmup_steps", self.warmup_steps)
-        _flag("optim", "fused", self.fused)
 
 
 def from_dict(cls: type, values: dict, group: str):

@@ -113,7 +113,6 @@ class TranslationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         o = self.optim
-        optimizer = torch.optim.Adam(self.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
-                                     fused=o.fused or None)
+        optimizer = torch.optim.Adam(self.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         scheduler = schedules.lr_scheduler(optimizer, o, lambda: schedules.budget_spent(self.trainer))
         return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

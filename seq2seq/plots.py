@@ -1,4 +1,5 @@
-"""Pictures of what a model learned: training curves, attention heat-maps, scores by source length.
+"""Pictures of what a model learned: training curves, a sweep's validation curves, attention heat-maps,
+scores by source length.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot): no
 display is needed, no global figure state is kept, and PNGs are rendered by the Agg backend.
@@ -73,6 +74,22 @@ def training_curves(metrics: Path, title: str | None = None) -> Figure:
             ax.legend()
         if not drawn:
             ax.text(0.5, 0.5, "not logged (yet)", ha="center", va="center", transform=ax.transAxes, color="grey")
+    return fig
+
+
+def sweep_curves(curves: dict[str, Series], title: str = "validation BLEU") -> Figure:
+    """One line per job: validation BLEU (greedy) against the training step, labelled with the job."""
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    ax: Axes = fig.subplots()
+    for label, (steps, values) in curves.items():
+        ax.plot(steps, values, "o-" if len(values) <= 50 else "-", label=label, markersize=3, linewidth=1.2)
+    ax.set(title=title, xlabel="step", ylabel="val BLEU (greedy)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no job logged validation BLEU", ha="center", va="center", transform=ax.transAxes,
+                color="grey")
     return fig
 
 

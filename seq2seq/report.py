@@ -13,12 +13,11 @@ from tqdm import tqdm
 
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError
-from seq2seq.evaluation import METRICS, corpus_scores
+from seq2seq.evaluation import LABELS, METRICS, corpus_scores
 from seq2seq.plots import bucket_chart, save
 
 EDGES = (5, 10, 15, 20, 25, 30, 40)  # upper ends of the source-length buckets, in words
 BUCKET_METRICS = ("bleu", "chrf")
-NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
 
 
 @dataclass
@@ -79,7 +78,7 @@ def write_report(path: Path, hyps: list[str], refs: list[str], scores: dict, src
     chart = None
     if buckets:
         chart = bucket_chart([b.label for b in buckets], [b.sentences for b in buckets],
-                             {NAMES[m]: [b.scores[m] for b in buckets] for m in BUCKET_METRICS},
+                             {LABELS[m]: [b.scores[m] for b in buckets] for m in BUCKET_METRICS},
                              title=f"scores by source length ({len(hyps)} sentences)")
     written = [path]
     if kind == "md":
@@ -113,7 +112,7 @@ def _markdown(scores: dict, buckets: list[Bucket], worst: list[Sentence], image:
     if about:
         out += [about, ""]
     out += ["## Corpus scores", "", "| metric | score | sacrebleu signature |", "|---|---:|---|"]
-    out += [f"| {NAMES[m]} | {scores[m]:.2f} | `{cell(scores[m + '_signature'])}` |" for m in _metrics(scores)]
+    out += [f"| {LABELS[m]} | {scores[m]:.2f} | `{cell(scores[m + '_signature'])}` |" for m in _metrics(scores)]
     out += ["", "## Scores by source length", ""]
     if buckets:
         out += [f"![BLEU and chrF by source length]({image})", "",
@@ -140,7 +139,7 @@ def _html(scores: dict, buckets: list[Bucket], worst: list[Sentence], png: str |
     if about:
         out.append(f"<p>{e(about)}</p>")
     out += ["<h2>Corpus scores</h2>", "<table><tr><th>metric</th><th>score</th><th>sacrebleu signature</th></tr>"]
-    out += [f"<tr><td>{NAMES[m]}</td><td>{scores[m]:.2f}</td><td><code>{e(scores[m + '_signature'])}</code></td></tr>"
+    out += [f"<tr><td>{e(LABELS[m])}</td><td>{scores[m]:.2f}</td><td><code>{e(scores[m + '_signature'])}</code></td></tr>"
             for m in _metrics(scores)]
     out += ["</table>", "<h2>Scores by source length</h2>"]
     if buckets:

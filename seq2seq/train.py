@@ -21,6 +21,7 @@ from seq2seq.cli import tidy_logging
 from seq2seq.config import ConfigError
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.evaluation import literature_bleu
 from seq2seq.module import TranslationModule, check_label_smoothing
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ TOKENIZER_WAIT_S = 3600.0  # how long ranks > 0 wait for rank 0 to train the tok
 
 
 def train(cfg: DictConfig) -> dict:
-    """Returns {"test/bleu", "test/chrf", "test/loss", "test/ppl", "model_file"}."""
+    """Returns {"test/bleu", "test/chrf", "test/bleu_lit", "test/loss", "test/ppl", "model_file", "val/bleu"
+    (the best validation BLEU, when validation ran)}; test/bleu_lit on global rank 0 only."""
     tidy_logging()
     check_settings(cfg)  # every setting, before any work is done
     L.seed_everything(cfg.seed, workers=True)
@@ -49,8 +51,15 @@ def train(cfg: DictConfig) -> dict:
     trainer.strategy.barrier()
     module.model.load_state_dict(modelfile.read_contents(model_file)["state_dict"])
     module.hypothesis_file = run_dir / "test.hyp"
-    results = trainer.test(module, datamodule, verbose=False)[0]
-    return {**results, "model_file": str(model_file)}
+    results = {**trainer.test(module, datamodule, verbose=False)[0], "model_file": str(model_file)}
+    if trainer.is_global_zero:  # the literature's BLEU of the hypotheses just written (rank 0 wrote them)
+        hyps = module.hypothesis_file.read_text(encoding="utf-8").splitlines()
+        refs = list(datamodule.load("test")["tgt"])
+        results["test/bleu_lit"] = literature_bleu(hyps, refs, datamodule.tgt_lang)
+    ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if ckpt is not None and ckpt.monitor == "val/bleu" and ckpt.best_model_score is not None:
+        results["val/bleu"] = float(ckpt.best_model_score)  # the best validation BLEU: what a sweep optimises
+    return results
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -16,6 +16,8 @@ import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import seq2seq  # noqa: E402,F401  after the above (datasets reads them on import); registers ${cpu_precision:}
+
 # Tests check behaviour, not speed: one thread each keeps parallel test processes from
 # oversubscribing the cores (OpenMP spin-waiting makes that dramatically slow).
 torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "1")))

@@ -123,7 +123,8 @@ def test_evaluate_writes_a_markdown_report(trained_run, tmp_path, monkeypatch, c
 
     text = report.read_text()
     scores = corpus_scores(hyps, refs)
-    for name in ("bleu", "chrf", "ter"):
+    assert "| BLEU (tokenized, lowercased" in text
+    for name in ("bleu", "bleu_lit", "chrf", "ter"):
         assert scores[f"{name}_signature"].replace("|", "\\|") in text
         assert f"| {scores[name]:.2f} |" in text
     assert "![BLEU and chrF by source length](report.buckets.png)" in text

@@ -14,7 +14,7 @@ import sacrebleu
 from conftest import MULTI30K, ROOT
 from seq2seq import Translator
 from seq2seq.data.sources import read_lines
-from seq2seq.evaluation import corpus_scores
+from seq2seq.evaluation import corpus_scores, literature_tokenize
 
 pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
 
@@ -54,6 +54,7 @@ def work(trained_run: dict, tmp_path_factory) -> dict:
         "stdin": (["translate", model], crlf_input),
         "bad_input": (["translate", model, f"input={folder / 'bad.en'}", f"output={folder / 'bad.de'}"], None),
         "score_files": (["evaluate", f"hyp={hyp}", f"ref={folder / 'ref.de'}", "json=true"], None),
+        "score_files_plain": (["evaluate", f"hyp={hyp}", f"ref={folder / 'ref.de'}"], None),
         "score_model": (["evaluate", model, "split=val", f"data.eval_limit={EVAL_LIMIT}",
                          f"data.source.path={MULTI30K}", f"output={folder / 'val.hyp'}", "json=true"], None),
     })
@@ -101,6 +102,11 @@ def test_evaluate_files_matches_sacrebleu(work: dict) -> None:
     assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
     assert scores["ter"] == pytest.approx(sacrebleu.corpus_ter(hyps, [refs]).score)
     assert scores["bleu_signature"].startswith("nrefs:1|") and scores["chrf"] > 5
+    lit = sacrebleu.corpus_bleu(literature_tokenize(hyps), [literature_tokenize(refs)], tokenize="none").score
+    assert scores["bleu_lit"] == pytest.approx(lit) and lit != pytest.approx(scores["bleu"])
+    plain = succeeded(work, "score_files_plain").stdout.splitlines()
+    assert [line.split()[0] for line in plain] == ["BLEU", "BLEU_LIT", "CHRF", "TER"]
+    assert f"{scores['bleu_lit']:6.2f}  {scores['bleu_lit_signature']}" in plain[1] and "not comparable" in plain[1]
 
 
 def test_evaluate_model_on_a_split(work: dict) -> None:
@@ -110,7 +116,7 @@ def test_evaluate_model_on_a_split(work: dict) -> None:
     assert read_lines(work["folder"] / "val.hyp") == hyps
     assert scores["sentences"] == EVAL_LIMIT
     expected = corpus_scores(hyps, refs)
-    for name in ("bleu", "chrf", "ter"):
+    for name in ("bleu", "bleu_lit", "chrf", "ter"):
         assert scores[name] == pytest.approx(expected[name])
         assert scores[f"{name}_signature"] == expected[f"{name}_signature"]
 

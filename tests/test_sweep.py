@@ -121,12 +121,12 @@ def test_grid_sweep_ends_in_a_table_and_a_plot(sweeps) -> None:
 def test_a_failed_job_is_listed_and_the_sweep_goes_on(sweeps) -> None:
     run = sweeps["grid"]
     rows = table(run)
-    assert rows[1]["error"] == "ValueError: model.dropout must be a number in [0, 1), got 1.5"
+    assert rows[1]["error"] == "ConfigError: model.dropout must be a number in [0, 1), got 1.5"
     assert rows[1]["val_bleu"] == rows[1]["test_bleu"] == ""
     failed = run["dir"] / rows[1]["folder"]
     assert (failed / ERROR).is_file() and "Traceback" in (failed / "train.log").read_text()
     assert (run["dir"] / rows[2]["folder"] / "model.pt").is_file()  # the job after it ran to the end
-    assert "| 1 | 1.5 | failed: ValueError: model.dropout must be a number in [0, 1), got 1.5 |" in \
+    assert "| 1 | 1.5 | failed: ConfigError: model.dropout must be a number in [0, 1), got 1.5 |" in \
         (run["dir"] / "sweep.md").read_text()
 
 

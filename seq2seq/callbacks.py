@@ -1,6 +1,11 @@
-"""Our Lightning extensions: the atomic checkpoint writer and the training-curves callback."""
+"""Our Lightning extensions: the atomic checkpoint writer, the training-curves callback and the checkpoint
+saved on Ctrl+C or SIGTERM."""
 import logging
+import signal
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -55,3 +60,47 @@ class TrainingCurves(L.Callback):
             return
         save(training_curves(metrics, title=f"training curves: {Path(logger.save_dir).name}"), self.path)
         log.info("training curves: %s", self.path)
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving a resumable checkpoint at `step` in `path`."""
+
+    def __init__(self, signum: int, step: int, path: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}: saved {path}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+class SaveOnSignal(L.Callback):
+    """Ctrl+C (SIGINT) or SIGTERM while training: finish the current batch, save a checkpoint to `path` and raise
+    Interrupted on every rank. A second signal stops at once (KeyboardInterrupt), saving nothing more.
+
+    The checkpoint is taken where ModelCheckpoint's step checkpoints are (after a batch's optimizer step, with
+    the DataLoader's position), so resume=true continues exactly. Under DDP the ranks agree at every batch
+    (one boolean all-reduce) and all stop after the same one, whichever rank got the signal. The handlers
+    replace Lightning's SIGTERM handler for the time of fitting (Lightning restores the previous ones).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.signum: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signum = None
+        if threading.current_thread() is threading.main_thread():  # after Lightning registered its own handlers
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"{signal.Signals(signum).name}: stopping after this batch and saving {self.path} "
+              f"(a second one stops at once)", file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+            trainer.save_checkpoint(self.path)
+            raise Interrupted(self.signum or signal.SIGTERM, trainer.global_step, self.path)

@@ -4,12 +4,16 @@ Trained on the training split with byte fallback, so no input character is ever 
 serialized models are bytes: they travel inside checkpoints and model files.
 """
 import io
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+# What str.splitlines() breaks lines at (\n, \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029): byte-fallback pieces
+# such as <0x0A> can produce them, and a translation must stay one line.
+LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class Tokenizer:
@@ -68,7 +72,8 @@ class Tokenizer:
         return self.tgt.encode(lines)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        return self.tgt.decode(ids)
+        """Texts of target id sequences, each one line: a line break the pieces spell becomes a space."""
+        return [LINE_BREAKS.sub(" ", text) for text in self.tgt.decode(ids)]
 
     def src_pieces(self, line: str) -> list[str]:
         return self.src.encode(line, out_type=str)

@@ -72,7 +72,9 @@ class Interrupted(Exception):
 
 class SaveOnSignal(L.Callback):
     """Ctrl+C (SIGINT) or SIGTERM while training: finish the current batch, save a checkpoint to `path` and raise
-    Interrupted on every rank. A second signal stops at once (KeyboardInterrupt), saving nothing more.
+    Interrupted on every rank. A second signal stops at once (KeyboardInterrupt), saving nothing more. After an
+    epoch's last batch the stop waits for the next batch, so the epoch's validation (and its checkpoint) is done;
+    when fitting ends first, `pending` says so and the caller stops.
 
     The checkpoint is taken where ModelCheckpoint's step checkpoints are (after a batch's optimizer step, with
     the DataLoader's position), so resume=true continues exactly. Under DDP the ranks agree at every batch
@@ -85,9 +87,14 @@ class SaveOnSignal(L.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.signum: int | None = None
+        self._rank = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.signum is not None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.signum = None
+        self.signum, self._rank = None, trainer.global_rank
         if threading.current_thread() is threading.main_thread():  # after Lightning registered its own handlers
             for signum in self.SIGNALS:
                 signal.signal(signum, self._note)
@@ -96,11 +103,14 @@ class SaveOnSignal(L.Callback):
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"{signal.Signals(signum).name}: stopping after this batch and saving {self.path} "
-              f"(a second one stops at once)", file=sys.stderr, flush=True)
+        if self._rank == 0:
+            print(f"{signal.Signals(signum).name}: stopping after this batch and saving {self.path} "
+                  f"(a second one stops at once)", file=sys.stderr, flush=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
                            batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's validation comes first: a resumed run would not make up for it
         if trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
             trainer.save_checkpoint(self.path)
             raise Interrupted(self.signum or signal.SIGTERM, trainer.global_step, self.path)

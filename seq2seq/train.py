@@ -41,10 +41,11 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
-    trainer = make_trainer(cfg, [SaveOnSignal(last)])  # first: it knows this process's global rank
+    stop = SaveOnSignal(last)
+    trainer = make_trainer(cfg, [stop])  # first: it knows this process's global rank
     with RunLock(run_dir) if trainer.is_global_zero else nullcontext():  # ranks > 0 share rank 0's folder
         try:
-            return fit_and_test(cfg, trainer, run_dir, last)
+            return fit_and_test(cfg, trainer, run_dir, stop)
         except Interrupted as e:
             end_local_ranks(trainer, kill=False)
             if trainer.is_global_zero:
@@ -55,7 +56,8 @@ def train(cfg: DictConfig) -> dict:
             raise
 
 
-def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, last: Path) -> dict:
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveOnSignal) -> dict:
+    last = stop.path
     datamodule: TranslationDataModule = instantiate(cfg.data)
     if cfg.resume:
         datamodule.tokenizer = checkpoint_tokenizer(last, run_dir / "tokenizer", trainer.global_rank)
@@ -63,6 +65,9 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, last: Path)
         shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
     module = new_module(cfg, datamodule.tokenizer)
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
+    if trainer.strategy.reduce_boolean_decision(stop.pending, all=False):  # a signal in the last batch
+        trainer.save_checkpoint(last)
+        raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, last)
 
     model_file = run_dir / "model.pt"
     if trainer.is_global_zero:

@@ -73,21 +73,24 @@ def callback_state(ckpt: dict, name: str) -> dict:
     return next(v for k, v in ckpt["callbacks"].items() if k.startswith(name))
 
 
-STOPS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+PER_EPOCH = 12  # training batches of RUN's epoch
+# name: (signal, the step after which the run sends it to itself)
+STOPS = {"SIGKILL": (signal.SIGKILL, KILL_AT_STEP), "SIGINT": (signal.SIGINT, KILL_AT_STEP),
+         "SIGTERM": (signal.SIGTERM, KILL_AT_STEP), "SIGINT_at_epoch_end": (signal.SIGINT, PER_EPOCH)}
 
 
 @pytest.fixture(scope="module")
 def stopped_runs(tmp_path_factory) -> dict:
-    """An uninterrupted run ("straight") and runs of the same config that send themselves SIGKILL, SIGINT and
-    SIGTERM after step KILL_AT_STEP, all started together: {name: (run folder, exit status, output)}."""
+    """An uninterrupted run ("straight") and runs of the same config that send themselves a signal after a
+    step (STOPS), all started together: {name: (run folder, exit status, output)}."""
     root = tmp_path_factory.mktemp("stopped")
     straight = root / "straight"
     cfg = compose_config("train", RUN, straight)
     instantiate(cfg.data).prepare_tokenizer(straight / "tokenizer")
     victims = {}
-    for name, signum in STOPS.items():
+    for name, (signum, step) in STOPS.items():
         shutil.copytree(straight / "tokenizer", root / name / "tokenizer")  # all runs encode alike
-        victims[name] = train_script(root / name, f"+callbacks.record.kill_at_step={KILL_AT_STEP}",
+        victims[name] = train_script(root / name, f"+callbacks.record.kill_at_step={step}",
                                      f"+callbacks.record.signal={int(signum)}")
     train(cfg)  # the uninterrupted run, meanwhile, in this process
     runs = {"straight": (straight, 0, "")}
@@ -102,23 +105,26 @@ def stopped_runs(tmp_path_factory) -> dict:
 def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(stopped_runs, stop):
     straight = stopped_runs["straight"][0]
     killed, status, out = stopped_runs[stop]
+    signum, at_step = STOPS[stop]
     before_kill = records(killed)
-    assert before_kill[-1][1] == KILL_AT_STEP
     saved = checkpoint(killed / "checkpoints" / "last.ckpt")
     step = saved["global_step"]
-    if stop == "SIGKILL":
+    if signum == signal.SIGKILL:
         assert status == -signal.SIGKILL, out[-3000:]
-        assert step == KILL_AT_STEP - KILL_AT_STEP % STEP_CHECKPOINTS  # the last step checkpoint
+        assert before_kill[-1][1] == at_step
+        assert step == at_step - at_step % STEP_CHECKPOINTS  # the last step checkpoint
     else:  # Ctrl+C or SIGTERM: a checkpoint of the step just trained, a one-line note, 128 + signal number
-        assert status == 128 + STOPS[stop], out[-3000:]
-        assert step == KILL_AT_STEP
+        assert status == 128 + signum, out[-3000:]
+        # at an epoch's end the run stops after the next batch, once the epoch is validated
+        assert before_kill[-1][1] == step == (at_step + 1 if at_step == PER_EPOCH else at_step)
         assert "Traceback" not in out
         [note] = [line for line in out.splitlines() if line.startswith("interrupted:")]
-        assert f"{stop} at step {KILL_AT_STEP}" in note and "resume=true" in note
+        assert f"{signal.Signals(signum).name} at step {step}" in note and "resume=true" in note
     loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     per_epoch = sum(1 for r in records(straight) if r[0] == 0)
+    assert per_epoch == PER_EPOCH
     assert loader == {"epoch": 1, "position": step - per_epoch, "world_size": 1, "done": 0}  # mid-epoch
-    if stop == "SIGTERM":  # the run folder's tokenizer replaced: the checkpoint's wins
+    if signum == signal.SIGTERM:  # the run folder's tokenizer replaced: the checkpoint's wins
         shutil.rmtree(killed / "tokenizer")
         tiny_tokenizer(400).save(killed / "tokenizer")
 

@@ -11,7 +11,7 @@ injects each fault once, at a point drawn from the seeded generator:
              a write failure (the process's file size capped with prlimit after a random step: the next
              checkpoint cannot be written, as on a full disk), then resume=true;
              a checkpoint truncated at a random byte after a SIGKILL: resume=true must refuse it, then a rerun;
-             a second run on the folder of a run in progress, at a random step
+             a second run on the folder of a run in progress (paused after a random step)
   translate  SIGINT, SIGTERM or SIGKILL after a random delay, a write failure at a random delay (over an older
              output of the same name), then a rerun
 
@@ -92,7 +92,7 @@ class Child:
     def __init__(self, cmd: list[str], log: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1"}
-        self.out, self.err = log.with_suffix(".out"), log.with_suffix(".err")
+        self.out, self.err = log.with_name(log.name + ".out"), log.with_name(log.name + ".err")
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         self.started = time.monotonic()
@@ -288,7 +288,9 @@ class Injector:
         run_dir = self.folder(name)
         first = train(run_dir)
         wait_for_step(first, run_dir, step)
+        first.signal(signal.SIGSTOP)  # paused, so that it still runs when the second one gets going
         status, err = train(run_dir, log="second").wait()
+        first.signal(signal.SIGCONT)
         what = f"{name}: a second run on the folder after step {step}"
         self.tally.check(status == 2 and one_line(err, "error:") and f"pid {first.process.pid}" in err,
                          f"{what}: exit status {status}, stderr {err[-800:]}")
@@ -343,7 +345,7 @@ def plan(injector: Injector, rounds: int, rng: random.Random) -> list[tuple[str,
     i, t, jobs = injector, injector.translate_s, []
     for r in range(1, rounds + 1):
         step = lambda low=1, high=STEPS - 2: rng.randint(low, high)  # noqa: E731  (after this step)
-        delay = lambda: rng.uniform(0.5, t)  # noqa: E731  (seconds after the start of a translation)
+        delay = lambda: rng.uniform(0.2 * t, 0.9 * t)  # noqa: E731  (seconds after a translation's start)
         jobs += [
             ("train SIGINT", partial(i.signal_training, f"r{r}-sigint", signal.SIGINT, step())),
             ("train SIGTERM", partial(i.signal_training, f"r{r}-sigterm", signal.SIGTERM, step())),

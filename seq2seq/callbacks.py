@@ -1,5 +1,6 @@
-"""Our Lightning extensions: the atomic checkpoint writer, the training-curves callback and the checkpoint
-saved on Ctrl+C or SIGTERM."""
+"""Our Lightning extensions: the atomic checkpoint writer, the training-curves callback, the checkpoint saved on
+Ctrl+C or SIGTERM, and a CSV logger that keeps a resumed run's history."""
+import csv
 import logging
 import signal
 import sys
@@ -10,6 +11,8 @@ from types import FrameType
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from seq2seq.files import atomic_save
 from seq2seq.plots import save, training_curves
@@ -25,6 +28,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_save(checkpoint, path)
+
+
+class HistoryCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, but with ``append=True`` (a resumed run) the rows of the metrics.csv it finds stay
+    and new ones follow them; Lightning's deletes that file, so a resumed run would lose its history and its
+    curves.png the steps before the resume."""
+
+    def __init__(self, *args, append: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.append = append
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = (_AppendingWriter if self.append else ExperimentWriter)(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:  # instead of deleting metrics.csv: take its columns
+        if Path(self.metrics_file_path).is_file():
+            with open(self.metrics_file_path, newline="", encoding="utf-8") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
 
 
 class TrainingCurves(L.Callback):

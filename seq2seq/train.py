@@ -5,6 +5,7 @@ script for ranks > 0 (same ``hydra.run.dir``), torchrun and SLURM start every ra
 alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it.
 """
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def checkpoint_tokenizer(last: Path, folder: Path, rank: int) -> Tokenizer:
             if saved is not None:
                 log.warning("%s differs from the tokenizer stored in %s: resuming with the checkpoint's, "
                             "saved over it", folder, last)
+                shutil.rmtree(folder)  # no file of the other one may stay (a target model beside a joint one)
             tokenizer.save(folder)
     return tokenizer
 

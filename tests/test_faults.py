@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from conftest import MULTI30K, ROOT, TINY, checkpoint, compose_config, run_script, tiny_model_file, tiny_tokenizer
 from seq2seq import lock as lock_mod
 from seq2seq import train as train_mod
+from seq2seq.callbacks import HistoryCSVLogger
 from seq2seq.cli import output_file
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler
 from seq2seq.data.sources import read_lines
@@ -26,6 +27,7 @@ from seq2seq.files import RunError, atomic_save
 from seq2seq.lock import RunLock
 from seq2seq.model import EncoderDecoder
 from seq2seq.modelfile import load_model
+from seq2seq.plots import read_metrics
 from seq2seq.train import shared_tokenizer, train
 
 STEP_CHECKPOINTS = 3
@@ -456,3 +458,18 @@ def test_a_full_disk_ends_training_with_one_error_line(tmp_path, trainer):
     assert "checkpoints" in one_error_line(done.stderr) and "File too large" in done.stderr
     assert time.monotonic() - started < 240
     assert not list(tmp_path.glob("checkpoints/*")) and not (tmp_path / "model.pt").exists()
+
+
+def test_a_resumed_run_keeps_its_metrics_history(tmp_path):
+    metrics = tmp_path / "logs" / "metrics.csv"
+    first = HistoryCSVLogger(tmp_path, name="logs", version="")
+    first.log_metrics({"train/loss": 2.0}, step=1)
+    first.save()
+    resumed = HistoryCSVLogger(tmp_path, name="logs", version="", append=True)  # what resume=true builds
+    resumed.log_metrics({"train/loss": 1.5, "val/bleu": 3.0}, step=2)
+    resumed.save()
+    assert read_metrics(metrics) == {"train/loss": ([1.0, 2.0], [2.0, 1.5]), "val/bleu": ([2.0], [3.0])}
+    fresh = HistoryCSVLogger(tmp_path, name="logs", version="")  # a new run in the folder starts afresh
+    fresh.log_metrics({"train/loss": 9.0}, step=1)
+    fresh.save()
+    assert read_metrics(metrics) == {"train/loss": ([1.0], [9.0])}

@@ -94,7 +94,7 @@ class Interrupted(Exception):
     """Training stopped on SIGINT or SIGTERM after saving a resumable checkpoint at `step` in `path`."""
 
     def __init__(self, signum: int, step: int, path: Path) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}: saved {path}")
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: saved {path}")
         self.signum, self.step, self.path = signum, step, path
 
 

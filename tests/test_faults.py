@@ -46,15 +46,17 @@ RUN = [*TINY, "model.dropout=0.0", "data.train_limit=300", "data.eval_limit=60",
 
 class BatchRecorder(Callback):
     """Test-only: appends `epoch step id,id,...` to `path` for every trained batch; with `kill_at_step`
-    the process sends itself `signal` (SIGKILL by default) after that step (before any checkpoint of that step)."""
+    the process sends itself `signal` (SIGKILL by default) after that step (before any checkpoint of that step),
+    under DDP only the process of global rank `rank` when it is given."""
 
-    def __init__(self, path: str, kill_at_step: int | None = None, signal: int = signal.SIGKILL) -> None:
-        self.path, self.kill_at_step, self.signal = path, kill_at_step, signal
+    def __init__(self, path: str, kill_at_step: int | None = None, signal: int = signal.SIGKILL,
+                 rank: int | None = None) -> None:
+        self.path, self.kill_at_step, self.signal, self.rank = path, kill_at_step, signal, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: dict, batch_idx: int) -> None:
         with open(self.path, "a") as f:
             f.write(f"{trainer.current_epoch} {trainer.global_step} {','.join(map(str, batch['ids'].tolist()))}\n")
-        if trainer.global_step == self.kill_at_step:
+        if trainer.global_step == self.kill_at_step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signal)
 
 
@@ -153,6 +155,31 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(stopped_ru
     torch.testing.assert_close(best_a, best_b, rtol=0, atol=0.05)
     assert (killed / "model.pt").is_file() and not list(killed.glob("checkpoints/.*tmp*"))
     assert Tokenizer.load(killed / "tokenizer").state() == a["tokenizer"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_gets_sigterm_and_one_device_resumes_the_epoch(tmp_path):
+    """2 gloo processes; SIGTERM to rank 1 only after step 8 (epoch 1, 6 steps an epoch): both stop after that
+    step, one note, status 143; resumed in one process, the epoch goes on with the batches not yet trained."""
+    run_dir, stop_at = tmp_path / "ddp", PER_EPOCH // 2 + 2
+    victim = train_script(run_dir, "trainer=ddp_cpu", f"+callbacks.record.kill_at_step={stop_at}",
+                          f"+callbacks.record.signal={int(signal.SIGTERM)}", "+callbacks.record.rank=1")
+    out = victim.communicate(timeout=600)[0]
+    assert victim.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "Traceback" not in out and out.count("interrupted:") == 1
+    saved = checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == stop_at
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0] == {
+        "epoch": 1, "position": stop_at - PER_EPOCH // 2, "world_size": 2, "done": 0}
+    before = records(run_dir)
+    assert sorted(r[1] for r in before) == sorted([*range(1, stop_at + 1)] * 2)  # both ranks, the same steps
+
+    train(compose_config("train", [*RUN, "resume=true"], run_dir))
+    after = records(run_dir)[len(before):]
+    assert [r[1] for r in after] == list(range(stop_at + 1, stop_at + 1 + PER_EPOCH - 2 * (stop_at - PER_EPOCH // 2)))
+    everything = {i for e, _, ids in before if e == 0 for i in ids}
+    epoch1 = [i for e, _, ids in before + after if e == 1 for i in ids]
+    assert sorted(epoch1) == sorted(everything)  # every sentence of the epoch once: none lost, none repeated
 
 
 def test_resumable_loader_continues_after_the_last_trained_batch():

@@ -360,6 +360,7 @@ QUICK = [*TINY, "data.train_limit=300", "data.eval_limit=60", "decoding.beam_siz
          "++callbacks.throughput=null"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_its_first_validation_ends_with_its_last_weights(tmp_path, capsys):
     status = run_script("train", f"hydra.run.dir={tmp_path}", f"data.source.path={MULTI30K}", *QUICK,
                         "trainer.max_steps=3", "average_checkpoints=0", "callbacks.model_checkpoint=null")
@@ -408,6 +409,7 @@ def lock_holder(folder: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, capsys):
     holder = lock_holder(tmp_path)
     try:

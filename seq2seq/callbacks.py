@@ -1,13 +1,21 @@
-"""Our Lightning extensions: the atomic checkpoint writer, the training-curves and progress-line callbacks."""
+"""Our Lightning extensions: the atomic checkpoint writer, the training-curves and progress-line callbacks,
+the checkpoint saved on Ctrl+C or SIGTERM, and a CSV logger that keeps a resumed run's history."""
+import csv
 import logging
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from seq2seq.config import ConfigError
 from seq2seq.data.tokenizer import PAD
@@ -25,6 +33,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_save(checkpoint, path)
+
+
+class HistoryCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, but with ``append=True`` (a resumed run) the rows of the metrics.csv it finds stay
+    and new ones follow them; Lightning's deletes that file, so a resumed run would lose its history and its
+    curves.png the steps before the resume."""
+
+    def __init__(self, *args, append: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.append = append
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = (_AppendingWriter if self.append else ExperimentWriter)(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:  # instead of deleting metrics.csv: take its columns
+        if Path(self.metrics_file_path).is_file():
+            with open(self.metrics_file_path, newline="", encoding="utf-8") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
 
 
 class TrainingCurves(L.Callback):
@@ -133,3 +166,57 @@ def _clock(seconds: float | None) -> str:
         return "?"
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving a resumable checkpoint at `step` in `path`."""
+
+    def __init__(self, signum: int, step: int, path: Path) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: saved {path}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+class SaveOnSignal(L.Callback):
+    """Ctrl+C (SIGINT) or SIGTERM while training: finish the current batch, save a checkpoint to `path` and raise
+    Interrupted on every rank. A second signal stops at once (KeyboardInterrupt), saving nothing more. After an
+    epoch's last batch the stop waits for the next batch, so the epoch's validation (and its checkpoint) is done;
+    when fitting ends first, `pending` says so and the caller stops.
+
+    The checkpoint is taken where ModelCheckpoint's step checkpoints are (after a batch's optimizer step, with
+    the DataLoader's position), so resume=true continues exactly. Under DDP the ranks agree at every batch
+    (one boolean all-reduce) and all stop after the same one, whichever rank got the signal. The handlers
+    replace Lightning's SIGTERM handler for the time of fitting (Lightning restores the previous ones).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.signum: int | None = None
+        self._rank = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.signum is not None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signum, self._rank = None, trainer.global_rank
+        if threading.current_thread() is threading.main_thread():  # after Lightning registered its own handlers
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self._rank == 0:
+            print(f"{signal.Signals(signum).name}: stopping after this batch and saving {self.path} "
+                  f"(a second one stops at once)", file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's validation comes first: a resumed run would not make up for it
+        if trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+            trainer.save_checkpoint(self.path)
+            raise Interrupted(self.signum or signal.SIGTERM, trainer.global_step, self.path)

@@ -4,6 +4,7 @@ synced, then renamed over it, so a process killed mid-write leaves the previous 
 Temporary names carry the writer's pid (``.NAME.tmp<pid>``); ``remove_stale_temporaries`` deletes those
 of processes that no longer exist, so a killed writer leaves nothing behind for long.
 """
+import errno
 import io
 import os
 import re
@@ -15,10 +16,11 @@ from typing import BinaryIO, TextIO
 import torch
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # no space, file too large (RLIMIT_FSIZE), quota
 
 
 class RunError(ValueError):
-    """A run folder, output file, lock or disk problem, named with its path."""
+    """A run cannot go on for a reason outside the code: its folder is in use, a disk is full, a rank is gone."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -59,6 +61,11 @@ def atomic_binary(path: str | Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in _FULL:
+            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            raise RunError(f"{path}: not written: {e.strerror} ({kept})") from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -78,8 +85,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+class _Writes:
+    """A binary file as torch.save writes to it, keeping the OSError of a failed write (torch's writer reports
+    only a RuntimeError about the file position)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def atomic_save(obj: object, path: str | Path) -> None:
     """torch.save, atomically; the folder is created if missing."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_binary(path) as f:
-        torch.save(obj, f)
+        sink = _Writes(f)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None

@@ -12,6 +12,7 @@ from seq2seq import schedules
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig, OptimConfig, from_dict
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.evaluation import corpus_scores
+from seq2seq.files import atomic_write_text
 from seq2seq.loss import smoothed_loss
 from seq2seq.model import EncoderDecoder
 from seq2seq.search import decode_ids
@@ -91,7 +92,7 @@ class TranslationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         sentences = self._log_corpus_scores("test")
         if self.hypothesis_file is not None and self.trainer.is_global_zero:
-            self.hypothesis_file.write_text("".join(s.hypothesis + "\n" for s in sentences), encoding="utf-8")
+            atomic_write_text(self.hypothesis_file, "".join(s.hypothesis + "\n" for s in sentences))
 
     def _log_corpus_scores(self, split: str) -> list[EvaluatedSentence]:
         """Corpus scores over all ranks' sentences, each counted once; the sentences in corpus order."""

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError
 from seq2seq.evaluation import LABELS, METRICS, corpus_scores
+from seq2seq.files import atomic_write_text
 from seq2seq.plots import bucket_chart, save
 
 EDGES = (5, 10, 15, 20, 25, 30, 40)  # upper ends of the source-length buckets, in words
@@ -86,14 +87,14 @@ def write_report(path: Path, hyps: list[str], refs: list[str], scores: dict, src
         if chart is not None:
             image = save(chart, path.with_name(f"{path.stem}.buckets.png"))
             written.append(image)
-        path.write_text(_markdown(scores, buckets, worst, image and image.name, about), encoding="utf-8")
+        atomic_write_text(path, _markdown(scores, buckets, worst, image and image.name, about))
     else:
         png = None
         if chart is not None:
             buffer = io.BytesIO()
             chart.savefig(buffer, format="png", dpi=110)
             png = base64.b64encode(buffer.getvalue()).decode()
-        path.write_text(_html(scores, buckets, worst, png, about), encoding="utf-8")
+        atomic_write_text(path, _html(scores, buckets, worst, png, about))
     return written
 
 

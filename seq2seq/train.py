@@ -5,8 +5,13 @@ script for ranks > 0 (same ``hydra.run.dir``), torchrun and SLURM start every ra
 alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it.
 """
 import logging
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -17,37 +22,64 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq import modelfile
+from seq2seq.callbacks import Interrupted, SaveOnSignal
 from seq2seq.cli import tidy_logging
 from seq2seq.config import ConfigError
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import literature_bleu
+from seq2seq.files import RunError
+from seq2seq.lock import Heartbeat, RunLock
 from seq2seq.module import TranslationModule, check_label_smoothing
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_WAIT_S = 3600.0  # how long ranks > 0 wait for rank 0 to train the tokenizer
+RANK0_SILENT_S = 120.0  # ranks > 0 give up when rank 0's heartbeat (seq2seq.lock) stops for this long
 
 
 def train(cfg: DictConfig) -> dict:
     """Returns {"test/bleu", "test/chrf", "test/bleu_lit", "test/loss", "test/ppl", "model_file", "val/bleu"
-    (the best validation BLEU, when validation ran)}; test/bleu_lit on global rank 0 only."""
+    (the best validation BLEU, when validation ran)}; test/bleu_lit on global rank 0 only.
+
+    SIGINT/SIGTERM while fitting saves checkpoints/last.ckpt and exits with status 128 + signal number.
+    """
     tidy_logging()
     check_settings(cfg)  # every setting, before any work is done
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
-    trainer = make_trainer(cfg)  # first: it knows this process's global rank
-    datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
-    tokenizer = shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
-    module = new_module(cfg, tokenizer)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.resume and not last.exists():
-        raise ConfigError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
+    stop = SaveOnSignal(last)
+    trainer = make_trainer(cfg, [stop])  # first: it knows this process's global rank
+    with RunLock(run_dir) if trainer.is_global_zero else nullcontext():  # ranks > 0 share rank 0's folder
+        try:
+            return fit_and_test(cfg, trainer, run_dir, stop)
+        except Interrupted as e:
+            end_local_ranks(trainer, kill=False)
+            if trainer.is_global_zero:
+                print(f"interrupted: {e}; continue with resume=true hydra.run.dir={run_dir}", file=sys.stderr)
+            raise SystemExit(128 + e.signum) from None
+        except BaseException:
+            end_local_ranks(trainer, kill=True)  # none waits for rank 0 at a collective until it times out
+            raise
+
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveOnSignal) -> dict:
+    last = stop.path
+    datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
+    if cfg.resume:
+        datamodule.tokenizer = checkpoint_tokenizer(last, run_dir / "tokenizer", trainer.global_rank)
+    else:
+        shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
+    module = new_module(cfg, datamodule.tokenizer)
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
+    if trainer.strategy.reduce_boolean_decision(stop.pending, all=False):  # a signal in the last batch
+        trainer.save_checkpoint(last)
+        raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, last)
 
     model_file = run_dir / "model.pt"
     if trainer.is_global_zero:
-        modelfile.write_average(best_checkpoints(trainer, cfg.average_checkpoints) or [last], model_file)
+        write_model_file(module, best_checkpoints(trainer, cfg.average_checkpoints), model_file)
     trainer.strategy.barrier()
     module.model.load_state_dict(modelfile.read_contents(model_file)["state_dict"])
     module.hypothesis_file = run_dir / "test.hyp"
@@ -60,6 +92,48 @@ def train(cfg: DictConfig) -> dict:
     if ckpt is not None and ckpt.monitor == "val/bleu" and ckpt.best_model_score is not None:
         results["val/bleu"] = float(ckpt.best_model_score)  # the best validation BLEU: what a sweep optimises
     return results
+
+
+def checkpoint_tokenizer(last: Path, folder: Path, rank: int) -> Tokenizer:
+    """The tokenizer stored in the checkpoint to resume from: its weights were trained with that one, whatever
+    the run folder holds now. Rank 0 puts it back in `folder` (with a warning) if the copy there differs."""
+    if not last.exists():
+        raise RunError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
+    try:
+        tokenizer = Tokenizer.from_state(modelfile.read_contents(last)["tokenizer"])
+    except modelfile.ModelFileError as e:
+        raise modelfile.ModelFileError(f"resume=true: {e}") from None
+    if rank == 0:
+        saved = Tokenizer.load(folder)
+        if saved is None or saved.state() != tokenizer.state():
+            if saved is not None:
+                log.warning("%s differs from the tokenizer stored in %s: resuming with the checkpoint's, "
+                            "saved over it", folder, last)
+                shutil.rmtree(folder)  # no file of the other one may stay (a target model beside a joint one)
+            tokenizer.save(folder)
+    return tokenizer
+
+
+def end_local_ranks(trainer: L.Trainer, kill: bool) -> None:
+    """Rank 0 of a run whose other local ranks Lightning started: wait for them to end (kill: end them now).
+
+    They are taken from the launcher's list first: its watcher SIGKILLs this process when one of them exits
+    with a non-zero status, which would cut this process's own message and exit status. Under torchrun the
+    agent ends the other ranks when one fails; under SLURM use ``srun --kill-on-bad-exit=1``.
+    """
+    procs: list[subprocess.Popen] = getattr(trainer.strategy.launcher, "procs", None) or []
+    if not trainer.is_global_zero or not procs:
+        return
+    children = procs[:]
+    procs.clear()
+    for child in children:
+        if kill:
+            child.send_signal(signal.SIGKILL)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -97,6 +171,17 @@ def best_checkpoints(trainer: L.Trainer, k: int) -> list[Path]:
     return [Path(path) for path, _ in ranked[:k]]
 
 
+def write_model_file(module: TranslationModule, best: list[Path], path: Path) -> None:
+    """The model file from the average of the `best` checkpoints, or from the module's last weights when there
+    are none (average_checkpoints=0, or training ended before its first validation)."""
+    if best:
+        modelfile.write_average(best, path)
+        return
+    state = {k: v.detach().float().cpu() for k, v in module.model.state_dict().items()}
+    modelfile.save(path, module.hparams["model"], state, module.tokenizer.state(), module.hparams["decoding"])
+    log.info("model file %s (the last weights: no validated checkpoint to average)", path)
+
+
 def make_trainer(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """The configured Trainer with its callbacks and loggers, rooted in the run folder."""
     callbacks = [instantiate_group(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items()
@@ -107,19 +192,25 @@ def make_trainer(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> L
 
 
 def shared_tokenizer(datamodule: TranslationDataModule, folder: Path, rank: int) -> Tokenizer:
-    """Rank 0 loads or trains the run's tokenizer and saves it in `folder`; other ranks wait for it there.
+    """Rank 0 loads or trains the run's tokenizer and saves it in `folder`; other ranks wait for it there, and
+    give up at once when rank 0's heartbeat (its run-folder lock, seq2seq.lock) stops.
 
     Every rank must see the same `folder`: under torchrun or SLURM set ``hydra.run.dir`` explicitly
     (its default holds the start time, which differs between processes) on a shared file system.
     """
     if rank > 0:
         deadline = time.monotonic() + TOKENIZER_WAIT_S
+        heartbeat = Heartbeat(folder.parent)
         if Tokenizer.load(folder) is None:
             log.info("rank %d: waiting for rank 0's tokenizer in %s", rank, folder)
         while Tokenizer.load(folder) is None:
+            if heartbeat.silent_s() > RANK0_SILENT_S:
+                raise RunError(f"rank {rank}: rank 0 is gone: no tokenizer in {folder} and no heartbeat in "
+                               f"{heartbeat.path} for {RANK0_SILENT_S:.0f} s (did rank 0 fail? do all ranks share "
+                               f"hydra.run.dir, set explicitly, on a shared file system?)")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {rank}: no tokenizer appeared in {folder} within {TOKENIZER_WAIT_S:.0f} s; "
-                                   f"do all ranks share hydra.run.dir (set it explicitly) on a shared file system?")
+                raise RunError(f"rank {rank}: no tokenizer appeared in {folder} within {TOKENIZER_WAIT_S:.0f} s; "
+                               f"do all ranks share hydra.run.dir (set it explicitly) on a shared file system?")
             time.sleep(0.5)
     return datamodule.prepare_tokenizer(folder)
 

@@ -18,6 +18,7 @@ from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import corpus_scores
+from seq2seq.files import RunError
 from seq2seq.train import shared_tokenizer, train
 from seq2seq.translator import Translator
 from seq2seq.validate import validate
@@ -120,7 +121,7 @@ def test_ranks_above_zero_wait_for_rank_zero_tokenizer(tmp_path, monkeypatch):
     assert trained == [1] and got["t"].state() == tokenizer.state()
 
     monkeypatch.setattr(train_mod, "TOKENIZER_WAIT_S", 0.2)
-    with pytest.raises(TimeoutError, match="hydra.run.dir"):
+    with pytest.raises(RunError, match="hydra.run.dir"):
         shared_tokenizer(instantiate(cfg.data), tmp_path / "elsewhere", 1)
 
 

@@ -104,7 +104,14 @@ def pack(cost: np.ndarray, max_tokens: int) -> np.ndarray:
 
 class ResumableLoader(DataLoader):
     """A DataLoader over a TokenBatchSampler whose position in the epoch goes into checkpoints
-    (Lightning saves and restores the state of a train loader that has state_dict/load_state_dict)."""
+    (Lightning saves and restores the state of a train loader that has state_dict/load_state_dict).
+
+    The state counts the batches of the epoch that all ranks together have taken (each rank takes every
+    world_size-th one), so a run resumes with any number of ranks. With W ranks after B of them, every rank
+    continues at its batch B // W: exactly where the run left off when W divides B (always for one rank, and
+    for W dividing the saved world size), otherwise after at most W - 1 batches taken a second time (never one
+    skipped). A checkpoint of an older version (no "world_size") counts this world's batches.
+    """
 
     batch_sampler: TokenBatchSampler
 
@@ -118,16 +125,21 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "position": self._position}
+        sampler = self.batch_sampler
+        return {"epoch": self._epoch, "position": self._position, "world_size": sampler.world_size,
+                "done": int(self._position >= len(sampler))}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue the saved epoch after its last trained batch, or start the next if it was complete."""
         sampler = self.batch_sampler
-        epoch, position = state["epoch"], state["position"]
+        epoch, world = state["epoch"], state.get("world_size", sampler.world_size)
         sampler.set_epoch(epoch)
-        if position >= len(sampler):
+        done = state["done"] if "done" in state else state["position"] >= len(sampler)
+        if done:
             epoch, position = epoch + 1, 0
             sampler.set_epoch(epoch)
+        else:
+            position = state["position"] * world // sampler.world_size
         sampler.resume_at = (epoch, position)
 
 

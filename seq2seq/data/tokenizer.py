@@ -7,6 +7,7 @@ checkpoints and model files; a Tokenizer pickles as those bytes (for datasets' w
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import sentencepiece as spm
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+# What str.splitlines() breaks lines at (\n, \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029): byte-fallback pieces
+# such as <0x0A> can produce them, and a translation must stay one line.
+LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class Tokenizer:
@@ -80,7 +84,8 @@ class Tokenizer:
         return self.tgt.encode(lines)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        return self.tgt.decode(ids)
+        """Texts of target id sequences, each one line: a line break the pieces spell becomes a space."""
+        return [LINE_BREAKS.sub(" ", text) for text in self.tgt.decode(ids)]
 
     def src_pieces(self, line: str) -> list[str]:
         return self.src.encode(line, out_type=str)

@@ -1,6 +1,6 @@
 """Scale benchmark: the data path from Multi30k's 29 thousand to WMT14's 4.5 million sentence pairs.
 
-    python benchmarks/scale.py [--pairs 29000 450000 4500000] [--work DIR] [--steps 80] [train overrides ...]
+    python benchmarks/scale.py [--pairs 29000 450000 4500000] [--work DIR] [--steps 80] [--threads 1] [overrides ...]
 
 For each size N it builds a synthetic corpus in `--work` (default: a temporary folder): N training
 pairs, each line two random Multi30k training captions joined (the English and German lines stay
@@ -55,12 +55,12 @@ def build_corpus(folder: Path, pairs: int, seed: int = 0) -> Path:
     return folder
 
 
-def train(corpus: Path, cache: Path, run_dir: Path, overrides: list[str]) -> dict:
+def train(corpus: Path, cache: Path, run_dir: Path, overrides: list[str], threads: int) -> dict:
     """One scripts/train.py process under /usr/bin/time -v: seconds, peak RSS (MiB), its output."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "scripts/train.py", f"data.source.path={corpus}",
            "data.fallback=null", f"data.cache_dir={cache}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false",
            "data.eval_limit=50", "trainer.limit_val_batches=1", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--pairs", type=int, nargs="+", default=[29_000, 450_000, 4_500_000])
     p.add_argument("--work", type=Path, help="corpora, caches and runs (default: a temporary folder, removed)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps of the steady-state run")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the runs (torch's threads; 1 keeps "
+                   "a shared machine from spin-waiting)")
     p.add_argument("overrides", nargs="*", help="scripts/train.py overrides for every run")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))
@@ -100,12 +102,12 @@ def main() -> None:
         for name, corpus in corpora.items():
             run_dir = work / "runs" / f"{name.replace(',', '')}-{measure}"
             shutil.rmtree(run_dir, ignore_errors=True)
-            r = train(corpus, work / "cache" / name.replace(",", ""), run_dir, overrides)
+            r = train(corpus, work / "cache" / name.replace(",", ""), run_dir, overrides, args.threads)
             if measure == "steady" and r["rc"] == 0:
                 r["tokens_per_s"] = steady_tokens_per_s(run_dir)
             results[name][measure] = r
+            (work / "scale.json").write_text(json.dumps(results, indent=1))  # so far
             print(f"{measure:>6} {name:>10}: {r['seconds']:.1f} s, rc {r['rc']}", r["tail"], file=sys.stderr, flush=True)
-    (work / "scale.json").write_text(json.dumps(results, indent=1))
     print(table(results, corpora))
     if not args.work:
         shutil.rmtree(work)

@@ -7,6 +7,7 @@
 
 Every entry point (translate.py, evaluate.py, serve.py, this API) decodes through this class.
 """
+import copy
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -93,6 +94,12 @@ class Translator:
         """The translator that conf/translator/default.yaml's keys (model_file, beam_size, ...) describe."""
         options = {key: cfg[key] for key in OPTIONS if key in cfg} | overrides
         return cls.load(cfg["model_file"], **options)
+
+    def using(self, **decoding) -> "Translator":
+        """This translator (the same model) with other search settings, e.g. using(beam_size=1)."""
+        other = copy.copy(self)
+        other.decoding = replace(self.decoding, **decoding)
+        return other
 
     @property
     def beam_size(self) -> int:

@@ -1,72 +1,23 @@
 """scripts/serve.py as a user runs it: the real server on a free loopback port, spoken to over HTTP."""
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import MULTI30K, ROOT
+from benchmarks.loadtest import call, load, running_server
+from conftest import MULTI30K
 from seq2seq.data.sources import read_lines
 from seq2seq.translator import Translator
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(url: str, body: bytes | dict | None = None) -> tuple[int, dict | str]:
-    """(status, JSON answer or text) of a GET (body None) or a JSON POST."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, text = response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text
-
-
 @pytest.fixture(scope="module")
 def service(trained_run: dict, tmp_path_factory) -> dict:
     """A running server (max_lines=8, max_chars=200 to test the limits); its URL and model file."""
-    port, model = free_port(), str(trained_run["model_file"])
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "scripts/serve.py", f"model_file={model}", f"port={port}",
-                                "beam_size=3", "max_lines=8", "max_chars=200", "threads=1"],
-                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # its worker processes share its process group
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while call(f"{url}/health")[0] != 200 if _listening(port) else True:
-            assert process.poll() is None and time.monotonic() < deadline, open(log.name).read()[-3000:]
-            time.sleep(1)
-        yield {"url": url, "model": model, "log": log.name}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    model, log = str(trained_run["model_file"]), tmp_path_factory.mktemp("serve") / "serve.log"
+    overrides = [f"model_file={model}", "beam_size=3", "max_lines=8", "max_chars=200", "threads=1"]
+    with running_server(overrides, log, threads=1) as url:
+        yield {"url": url, "model": model}
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +75,11 @@ def test_concurrent_requests_each_get_their_own_lines(service: dict, lines: list
         assert status == 200, answer
         assert answer["translations"] == translator.using(beam_size=body["beam_size"]).translate(body["text"])
         assert ("n_best" in answer) == ("n_best" in body)
+
+
+def test_the_load_test_runs_without_failures(service: dict) -> None:
+    lines = read_lines(MULTI30K / "test_2016_flickr.en.gz")[:40]
+    for clients in (1, 4):
+        level = load(service["url"], lines, clients, requests=8, lines_per_request=4, max_seconds=60, body={})
+        assert level["failed"] == 0 and level["requests"] == 8 and level["sentences"] == 32, level
+        assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]

@@ -6,7 +6,8 @@ Starts the real server on a free 127.0.0.1 port, then, for each number of concur
 many requests of `lines_per_request` test sentences in flight until `requests` have been answered or
 `max_seconds` have passed (whichever comes first: the run is bounded). Reports p50/p95/p99 latency,
 sentences/s and failed requests, beside translate.py's sentences/s on the same lines with the same
-model and settings (the Translator in this process, as translate.py runs it, start-up excluded).
+model and settings (the Translator in this process, as translate.py runs it, start-up excluded),
+measured before and after the server's levels (their mean is the reference: the machine may drift).
 """
 import json
 import os
@@ -150,13 +151,15 @@ def run(cfg: DictConfig) -> dict:
               f"max_lines={cfg.lines_per_request}", *([f"threads={cfg.threads}"] if cfg.threads else [])]
     results = {"machine": machine(), "lines": len(lines), "lines_per_request": cfg.lines_per_request,
                "server": server, "levels": []}
+    before = translate_rate(options, lines)  # measured before and after the server's levels: the mean
     with running_server(server, Path(cfg.log), cfg.threads) as url:
         load(url, lines, 2, 4, cfg.lines_per_request, 60, {})  # warm-up
         for clients in cfg.clients:
             level = load(url, lines, clients, max(cfg.requests, clients * 2), cfg.lines_per_request, cfg.max_seconds, {})
             results["levels"].append(level)
             print(f"{clients} clients: {level['sents_s']:.1f} sents/s, {level['failed']} failed", file=sys.stderr)
-    results["translate_sents_s"] = translate_rate(options, lines)
+    results["translate_sents_s_before_after"] = [before, translate_rate(options, lines)]
+    results["translate_sents_s"] = sum(results["translate_sents_s_before_after"]) / 2
     return results
 
 
@@ -174,7 +177,8 @@ def table(results: dict) -> str:
     for r in results["levels"]:
         lines.append(f"{r['clients']:7d} {r['requests']:8d} {r['failed']:6d} {r['p50_ms']:8.0f} {r['p95_ms']:8.0f} "
                      f"{r['p99_ms']:8.0f} {r['sents_s']:8.1f} {r['sents_s'] / rate:13.2f}x")
-    lines.append(f"translate.py (same model, settings and lines): {rate:.1f} sents/s")
+    before, after = results["translate_sents_s_before_after"]
+    lines.append(f"translate.py (same model, settings and lines): {rate:.1f} sents/s (before {before:.1f}, after {after:.1f})")
     return "\n".join(lines)
 
 

@@ -92,10 +92,10 @@ def table(results: dict) -> str:
                    f"{'tok x Joey':>10s} {'peak RSS MiB':>12s} {'weights MiB':>11s} {'BLEU':>6s} {'chrF':>6s}")
         for r in results["numerics"]:
             ref, peer = fp32.get(r["beam"]), joey.get(r["beam"])
+            x_joey = (f"{r['sents_s'] / peer['sents_s']:6.2f}x {r['tok_s'] / peer['tok_s']:9.2f}x" if peer
+                      else f"{'-':>7s} {'-':>10s}")
             out.append(f"{r['numerics']:8s} {r['beam']:4d} {r['sents_s']:8.1f} {r['tok_s']:8.0f} "
-                       f"{r['sents_s'] / ref['sents_s'] if ref else float('nan'):6.2f}x "
-                       f"{r['sents_s'] / peer['sents_s'] if peer else float('nan'):6.2f}x "
-                       f"{r['tok_s'] / peer['tok_s'] if peer else float('nan'):9.2f}x "
+                       f"{r['sents_s'] / ref['sents_s'] if ref else float('nan'):6.2f}x {x_joey} "
                        f"{r['peak_rss_mib']:12.0f} {r['weights_mib']:11.1f} {r['bleu']:6.2f} {r['chrf']:6.2f}")
         for r in results["joey"]:
             out.append(f"{'Joey NMT':8s} {r['beam']:4d} {r['sents_s']:8.1f} {r['tok_s']:8.0f}")

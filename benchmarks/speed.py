@@ -160,7 +160,7 @@ def joey_translate_throughput(joey: DictConfig, sources: list[str], beam: int) -
     if len(hyps) != len(sources):
         raise RuntimeError(f"Joey NMT gave {len(hyps)} lines for {len(sources)}")
     return {"beam": beam, "sents_s": (len(sources) - 1) / seconds, "seconds": seconds,
-            "words_per_sent": words_per_line(hyps)}
+            "words_per_sent": words_per_line(hyps), "hyps": hyps}
 
 
 def run(cfg: DictConfig) -> dict:

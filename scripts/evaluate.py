@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
             report_format(Path(cfg.report))
         if cfg.model_file:
             data = instantiate(cfg.data).load(cfg.split)
-            translator = Translator.load(cfg.model_file, beam_size=cfg.beam_size, alpha=cfg.alpha)
+            translator = Translator.from_options(cfg, n_best=None)  # the 1-best is scored
             srcs, refs = list(data["src"]), list(data["tgt"])
             hyps = list(translator.stream(srcs, total=len(data)))
             about = f"Model `{cfg.model_file}` on split `{cfg.split}` (beam size {translator.beam_size})."

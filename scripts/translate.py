@@ -1,7 +1,11 @@
-"""Translate a file (or stdin) with a model file: one output line per input line, in order.
+"""Translate a file (or stdin) with a model file (or an ensemble): one output line per input line, in order.
 
+n_best=K writes JSON lines {"line": i, "rank": r, "score": s, "text": ...} instead: the K best hypotheses
+of every input line i (1-based), best first, score = log-probability / ((5 + pieces) / 6) ** alpha.
+interactive=true (the default when stdin is a terminal) prints each translation as soon as its line arrives.
 attention_lines=[1,3] also saves those input lines' attention heat-maps as attention_dir/line<N>.png.
 """
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +29,9 @@ def main(cfg: DictConfig) -> None:
     @user_errors
     def run() -> None:
         wanted = line_numbers(cfg.attention_lines)
-        translator = Translator.load(cfg.model_file, beam_size=cfg.beam_size, alpha=cfg.alpha, max_len=cfg.max_len,
-                                     max_source_len=cfg.max_source_len, max_tokens=cfg.max_tokens,
-                                     device=cfg.device)
+        translator = Translator.from_options(cfg)
+        interactive = cfg.interactive or (cfg.input in (None, "-") and sys.stdin.isatty())
+        chunk = 1 if interactive else 5000  # a line at a time, or big batches
         if wanted and not translator.has_attention:
             print(f"note: {cfg.model_file} has no attention (model.attention: none): its decoder sees the source "
                   f"only through the encoder's final state, so there are no heat-maps to draw for attention_lines",
@@ -42,8 +46,14 @@ def main(cfg: DictConfig) -> None:
                 yield line
 
         with output_file(cfg.output) as out:
-            for line in translator.stream(lines()):
-                out.write(line + "\n")
+            for number, hyps in enumerate(translator.stream_n_best(lines(), chunk=chunk, progress=not interactive), 1):
+                if cfg.n_best is None:
+                    out.write(hyps[0].text + "\n")
+                else:
+                    out.writelines(json.dumps({"line": number, "rank": rank, "score": round(h.score, 4), "text": h.text},
+                                              ensure_ascii=False) + "\n" for rank, h in enumerate(hyps, 1))
+                if interactive:
+                    out.flush()
         if wanted:
             save_attention_maps(translator, picked, sorted(wanted - picked.keys()), cfg.attention_dir)
 

@@ -84,15 +84,20 @@ class ModelConfig:
 @dataclass
 class DecodingConfig:
     """Test-time search: beam_size 1 is greedy; alpha is the GNMT length penalty ((5 + len) / 6) ** alpha;
-    max_len caps output pieces (also capped at 1.5 x source + 10)."""
+    max_len caps output pieces (also capped at 1.5 x source + 10); n_best: hypotheses kept per sentence."""
     beam_size: int = 5
     alpha: float = 1.0
     max_len: int = 200
+    n_best: int = 1
 
     def __post_init__(self) -> None:
         _integer("decoding", "beam_size", self.beam_size)
         _number("decoding", "alpha", self.alpha, lambda x: x >= 0, ">= 0 (length penalty)")
         _integer("decoding", "max_len", self.max_len)
+        _integer("decoding", "n_best", self.n_best)
+        if self.n_best > self.beam_size:
+            raise ConfigError(f"n_best must be <= beam_size (a beam keeps beam_size hypotheses), "
+                              f"got n_best={self.n_best} with beam_size={self.beam_size}")
 
 
 SCHEDULES = ("plateau", "inverse_sqrt", "cosine", "constant")

@@ -1,16 +1,36 @@
-"""Batched greedy and beam search over an EncoderDecoder.
+"""Batched greedy and beam search over an EncoderDecoder or an Ensemble of them.
 
-Both take a padded source batch and per-sentence output limits and return
-tokens (B, T) (EOS included, then pad) and, if asked, attention weights (B, T, S).
-Beam search keeps batch x beam as one (B*K) tensor: no Python loop over sentences or hypotheses;
-finished hypotheses are frozen by allowing them only a zero-cost pad, states follow their
-hypotheses through ``index_select``. Hypotheses are ranked by log-probability divided by the
-GNMT length penalty ((5 + length) / 6) ** alpha.
+Both take a padded source batch and per-sentence output limits and return ``Hypotheses``: tokens
+(B, N, T) (EOS included, then pad), their scores (B, N) and, if asked, attention weights (B, N, T, S),
+N = 1 for greedy and n_best for beam search. Sentences whose search has ended leave the active batch
+(their states, memory and limits are dropped with ``index_select``), so a batch costs what its
+sentences need, not what its longest needs; the hypotheses are those of the search that keeps every
+sentence to the end. Beam search keeps batch x beam as one (B*K) tensor: no Python loop over sentences
+or hypotheses; finished hypotheses are frozen by allowing them only a zero-cost pad until all K of
+their sentence are finished. Hypotheses are ranked, and scored, by log-probability divided by the
+GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
 """
+from dataclasses import dataclass
+
 import torch
 
 from seq2seq.config import DecodingConfig
+from seq2seq.ensemble import Ensemble, as_ensemble
 from seq2seq.model import EncoderDecoder
+
+Model = EncoderDecoder | Ensemble
+
+
+@dataclass
+class Hypotheses:
+    """tokens (B, N, T) EOS then pad; scores (B, N) best first; attention (B, N, T, S) | None (zero after EOS)."""
+    tokens: torch.Tensor
+    scores: torch.Tensor
+    attention: torch.Tensor | None
+
+    def best(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first hypothesis of each sentence: tokens (B, T), attention (B, T, S) | None."""
+        return self.tokens[:, 0], None if self.attention is None else self.attention[:, 0]
 
 
 def output_limits(src_lens: torch.Tensor, max_len: int, ratio: float = 1.5, extra: int = 10) -> torch.Tensor:
@@ -18,83 +38,132 @@ def output_limits(src_lens: torch.Tensor, max_len: int, ratio: float = 1.5, extr
     return (src_lens.float() * ratio + extra).long().clamp(max=max_len)
 
 
-@torch.inference_mode()
-def greedy(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
-           bos: int, eos: int, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    memory, hidden = model.encode(src, src_lens)
-    batch, pad = src.size(0), model.pad_id
-    limits = limits.to(src.device)
-    prev = torch.full((batch, 1), bos, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    tokens, attns = [], []
-    for t in range(int(limits.max()) + 1):
-        logits, hidden, attn = model.decoder(prev, hidden, memory)
-        logits[:, -1, [pad, bos]] = float("-inf")  # never generated
-        best = logits[:, -1].argmax(-1)
-        best = torch.where(t >= limits, torch.full_like(best, eos), best)  # forced end at the limit
-        best = best.masked_fill(finished, pad)
-        tokens.append(best)
-        if return_attention and attn is not None:
-            attns.append(attn)
-        finished |= best == eos
-        if finished.all():
-            break
-        prev = best.unsqueeze(1)
-    attention = torch.cat(attns, 1) if attns else None
-    return torch.stack(tokens, 1), attention
-
-
 def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
 @torch.inference_mode()
-def beam_search(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
-                bos: int, eos: int, beam_size: int, alpha: float, return_attention: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def greedy(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
+           bos: int, eos: int, alpha: float = 1.0, return_attention: bool = False) -> Hypotheses:
+    """The most probable next token at every step; score = summed log-probability / length penalty."""
+    model = as_ensemble(model)
+    state = model.encode(src, src_lens)
+    batch, pad, device = src.size(0), model.pad_id, src.device
+    steps = int(limits.max()) + 1
+    limits = limits.to(device)
+    tokens = torch.full((batch, steps), pad, dtype=torch.long, device=device)
+    logprob = torch.zeros(batch, device=device)
+    attention = None
+    live = torch.arange(batch, device=device)  # original rows still searching
+    prev = torch.full((batch, 1), bos, dtype=torch.long, device=device)
+    for t in range(steps):
+        logp, state, attn = model.step(prev, state)  # (n, V)
+        logp[:, [pad, bos]] = float("-inf")  # never generated
+        best = logp.argmax(-1)
+        best = torch.where(t >= limits, torch.full_like(best, eos), best)  # forced end at the limit
+        tokens[live, t] = best
+        logprob[live] += logp.gather(1, best.unsqueeze(1)).squeeze(1)
+        if return_attention and attn is not None:
+            if attention is None:
+                attention = torch.zeros(batch, steps, src.size(1), dtype=attn.dtype, device=device)
+            attention[live, t] = attn[:, 0]
+        going = best != eos
+        if not going.any():
+            break
+        if not going.all():  # finished sentences leave the batch
+            keep = going.nonzero().squeeze(1)
+            live, best, limits, state = live[keep], best[keep], limits[keep], state.select(keep)
+        prev = best.unsqueeze(1)
+    lengths = (tokens[:, : t + 1] != pad).sum(1)  # through EOS
+    scores = (logprob / length_penalty(lengths, alpha)).unsqueeze(1)
+    return Hypotheses(tokens[:, None, : t + 1], scores, None if attention is None else attention[:, None, : t + 1])
+
+
+@torch.inference_mode()
+def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
+                bos: int, eos: int, beam_size: int, alpha: float, n_best: int = 1,
+                return_attention: bool = False) -> Hypotheses:
+    """The n_best (<= beam_size) best of the beam's finished hypotheses per sentence, best first."""
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
+    model = as_ensemble(model)
     batch, k, device, pad = src.size(0), beam_size, src.device, model.pad_id
-    memory, hidden = model.encode(src, src_lens)
-    expand = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,)
-    memory, hidden = memory.select(expand), hidden.index_select(1, expand)
+    steps = int(limits.max()) + 1
+    state = model.encode(src, src_lens).select(torch.arange(batch, device=device).repeat_interleave(k))  # (B*K)
     limits = limits.to(device).repeat_interleave(k)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
-    scores = scores.view(-1)  # (B*K,)
+    scores = scores.view(-1)  # (n*K,) for the n live sentences
     tokens = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     attention = None
-    base = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
-    for t in range(int(limits.max()) + 1):
-        logits, hidden, attn = model.decoder(tokens[:, -1:], hidden, memory)
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B*K, V)
+    live = torch.arange(batch, device=device)  # original sentences still searching
+    # what each sentence's K hypotheses end with, written when it leaves the batch
+    out_tokens = torch.full((batch, k, steps), pad, dtype=torch.long, device=device)
+    out_scores = torch.full((batch, k), float("-inf"), device=device)
+    out_lengths = torch.ones(batch, k, dtype=torch.long, device=device)
+    out_attention = None
+
+    def leave(rows: torch.Tensor) -> None:
+        """Sentences `rows` (positions among the live ones) are done: keep their K hypotheses."""
+        nonlocal out_attention
+        at = (rows.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)  # (r*K,)
+        sent, length = live[rows], tokens.size(1) - 1
+        out_tokens[sent, :, :length] = tokens.index_select(0, at)[:, 1:].view(len(rows), k, length)
+        out_scores[sent] = scores.index_select(0, at).view(-1, k)
+        out_lengths[sent] = lengths.index_select(0, at).view(-1, k)
+        if attention is not None:
+            if out_attention is None:
+                out_attention = torch.zeros(batch, k, steps, src.size(1), dtype=attention.dtype, device=device)
+            out_attention[sent, :, :length] = attention.index_select(0, at).view(len(rows), k, length, -1)
+
+    for t in range(steps):
+        n = live.numel()
+        base = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
+        logp, state, attn = model.step(tokens[:, -1:], state)  # (n*K, V)
         vocab = logp.size(1)
         logp[:, [pad, bos]] = float("-inf")  # never generated
         at_limit = (t >= limits) & ~finished  # must end now: EOS only, at its own log-probability
         logp[at_limit] = logp[at_limit].masked_fill(torch.arange(vocab, device=device) != eos, float("-inf"))
         logp[finished] = float("-inf")
         logp[finished, pad] = 0.0
-        candidates = scores.unsqueeze(1) + logp  # (B*K, V)
+        candidates = scores.unsqueeze(1) + logp  # (n*K, V)
         cand_len = torch.where(finished, lengths, torch.full_like(lengths, t + 1))
         ranked = candidates / length_penalty(cand_len, alpha).unsqueeze(1)
-        _, best = ranked.view(batch, k * vocab).topk(k, dim=1)  # (B, K)
-        origin = (base + best // vocab).view(-1)  # (B*K,) rows the survivors extend
+        _, best = ranked.view(n, k * vocab).topk(k, dim=1)  # (n, K)
+        origin = (base + best // vocab).view(-1)  # (n*K,) rows the survivors extend
         word = (best % vocab).view(-1)
         scores = candidates.view(-1).index_select(0, origin * vocab + word)
         tokens = torch.cat([tokens.index_select(0, origin), word.unsqueeze(1)], dim=1)
-        hidden = hidden.index_select(1, origin)
         was_finished = finished.index_select(0, origin)
         lengths = torch.where(was_finished, lengths.index_select(0, origin), torch.full_like(lengths, t + 1))
         finished = was_finished | (word == eos)
+        state = state.reorder(origin)
         if return_attention and attn is not None:
             step = attn.index_select(0, origin)
             attention = step if attention is None else torch.cat([attention.index_select(0, origin), step], 1)
-        if finished.all():
+        done = finished.view(n, k).all(1)  # (n,)
+        if done.all():
             break
-    final = (scores / length_penalty(lengths, alpha)).view(batch, k)
-    pick = (base.squeeze(1) + final.argmax(1))  # (B,)
-    out = tokens.index_select(0, pick)[:, 1:]
-    return out, None if attention is None else attention.index_select(0, pick)
+        if done.any():  # finished sentences leave the batch
+            leave(done.nonzero().squeeze(1))
+            going = (~done).nonzero().squeeze(1)
+            rows = (going.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            live, state = live[going], state.select(rows)
+            scores, tokens, lengths, finished, limits = (x.index_select(0, rows) for x in
+                                                         (scores, tokens, lengths, finished, limits))
+            if attention is not None:
+                attention = attention.index_select(0, rows)
+    leave(torch.arange(live.numel(), device=device))
+    final = out_scores / length_penalty(out_lengths, alpha)  # (B, K)
+    top, pick = (x[:, :n_best] for x in final.sort(dim=1, descending=True, stable=True))  # (B, N), ties: lower first
+    span = t + 1
+    out = out_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, steps))[:, :, :span]
+    if out_attention is not None:
+        index = pick[:, :, None, None].expand(-1, -1, steps, out_attention.size(3))
+        out_attention = out_attention.gather(1, index)[:, :, :span]
+    return Hypotheses(out, top, out_attention)
 
 
 def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
@@ -105,17 +174,18 @@ def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def decode(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
-           bos: int, eos: int, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Greedy when decoding.beam_size is 1, else beam search: tokens (B, T), attention (B, T, S) | None."""
+def decode(model: Model, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
+           bos: int, eos: int, return_attention: bool = False) -> Hypotheses:
+    """Greedy when decoding.beam_size is 1, else beam search keeping decoding.n_best hypotheses."""
     limits = output_limits(src_lens, decoding.max_len)
     if decoding.beam_size == 1:
-        return greedy(model, src, src_lens, limits, bos=bos, eos=eos, return_attention=return_attention)
+        return greedy(model, src, src_lens, limits, bos=bos, eos=eos, alpha=decoding.alpha,
+                      return_attention=return_attention)
     return beam_search(model, src, src_lens, limits, bos=bos, eos=eos, beam_size=decoding.beam_size,
-                       alpha=decoding.alpha, return_attention=return_attention)
+                       alpha=decoding.alpha, n_best=decoding.n_best, return_attention=return_attention)
 
 
-def decode_ids(model: EncoderDecoder, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
+def decode_ids(model: Model, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
                bos: int, eos: int) -> list[list[int]]:
-    """One id list per sentence, EOS removed."""
-    return strip(decode(model, src, src_lens, decoding, bos=bos, eos=eos)[0], eos)
+    """One id list per sentence (the best hypothesis), EOS removed."""
+    return strip(decode(model, src, src_lens, decoding, bos=bos, eos=eos).tokens[:, 0], eos)

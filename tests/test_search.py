@@ -1,10 +1,13 @@
-"""Greedy and beam search on small random models: consistency, limits, EOS, length penalty."""
+"""Greedy and beam search on small random models: the same hypotheses as before finished sentences left
+the batch, consistency, limits, EOS, length penalty, n-best lists and their scores, ensembles."""
 import pytest
+import search_reference
 import torch
 from test_model import source
 
-from seq2seq.config import DecodingConfig, ModelConfig
+from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
+from seq2seq.ensemble import Ensemble
 from seq2seq.model import EncoderDecoder
 from seq2seq.search import beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 
@@ -48,8 +51,8 @@ def assert_well_formed(tokens: torch.Tensor, limits: torch.Tensor) -> None:
 def test_beam_of_one_is_greedy(attention: str, seed: int) -> None:
     m, (src, lens) = random_model(attention, seed), batch(seed)
     limits = output_limits(lens, max_len=12)
-    g, g_attn = greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True)
-    b, b_attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=1, alpha=1.0, return_attention=True)
+    g, g_attn = greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True).best()
+    b, b_attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=1, alpha=1.0, return_attention=True).best()
     assert_well_formed(g, limits)
     assert torch.equal(g, b)
     if attention == "none":
@@ -66,8 +69,8 @@ def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
     for seed in SEEDS:
         m, (src, lens) = random_model(attention, seed), batch(seed)
         limits = output_limits(lens, max_len=12)
-        for search in (greedy(m, src, lens, limits, bos=BOS, eos=EOS),
-                       beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0)):
+        for search in (greedy(m, src, lens, limits, bos=BOS, eos=EOS).best(),
+                       beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0).best()):
             lengths |= {(n, n == limit) for n, limit in zip(map(len, strip(search[0], EOS)), limits.tolist())}
     assert len({n for n, _ in lengths}) >= 4 and any(n > 0 and not at_limit for n, at_limit in lengths), lengths
 
@@ -78,12 +81,12 @@ def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
 def test_batched_beam_search_equals_one_sentence_at_a_time(attention: str, seed: int, alpha: float) -> None:
     m, (src, lens) = random_model(attention, seed), batch(seed)
     limits = output_limits(lens, max_len=12)
-    tokens, attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=alpha, return_attention=True)
+    tokens, attn = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=alpha, return_attention=True).best()
     assert_well_formed(tokens, limits)
     together = strip(tokens, EOS)
     for i, n in enumerate(lens.tolist()):
         alone, alone_attn = beam_search(m, src[i : i + 1, :n], lens[i : i + 1], limits[i : i + 1], bos=BOS, eos=EOS,
-                                        beam_size=4, alpha=alpha, return_attention=True)
+                                        beam_size=4, alpha=alpha, return_attention=True).best()
         assert strip(alone, EOS)[0] == together[i]
         if attention != "none":
             steps = len(together[i]) + 1  # through EOS
@@ -96,9 +99,9 @@ def test_per_sentence_limits_are_respected(beam_size: int) -> None:
     m, (src, lens) = random_model("luong", eos_bias=-1e4), batch()
     limits = torch.tensor([2, 7, 0, 4, 1])
     if beam_size == 1:
-        tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS)
+        tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS).best()
     else:
-        tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0)
+        tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0).best()
     assert_well_formed(tokens, limits)
     assert tokens.size(1) == 8
     assert [len(row) for row in strip(tokens, EOS)] == limits.tolist()
@@ -122,7 +125,7 @@ def test_alpha_acts_only_through_lengths(attention: str) -> None:
     """When every hypothesis has the same length (EOS never chosen) alpha cannot change the result."""
     m, (src, lens) = random_model(attention, eos_bias=-1e4), batch()
     limits = output_limits(lens, max_len=12)
-    results = [beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=a)[0] for a in (0.0, 0.6, 3.0)]
+    results = [beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=a).best()[0] for a in (0.0, 0.6, 3.0)]
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
@@ -147,7 +150,8 @@ def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
         two[:, EOS] = first[:, EOS] / length_penalty(torch.tensor(1), alpha)
         two[:, [PAD, BOS]] = float("-inf")  # search never generates these
         expected = [[] if w == EOS else [w] for w in two.argmax(1).tolist()]
-        tokens, _ = beam_search(m, src, lens, torch.ones(b, dtype=torch.long), bos=BOS, eos=EOS, beam_size=VOCAB, alpha=alpha)
+        tokens, _ = beam_search(m, src, lens, torch.ones(b, dtype=torch.long), bos=BOS, eos=EOS, beam_size=VOCAB,
+                                alpha=alpha).best()
         assert strip(tokens, EOS) == expected, alpha
         chosen.add(str(expected))
     assert len(chosen) > 1, "alpha should change some choice here, else the test shows little"
@@ -159,9 +163,141 @@ def test_decode_ids_strips_eos_and_switches_search() -> None:
     for beam_size in (1, 4):
         ids = decode_ids(m, src, lens, DecodingConfig(beam_size=beam_size, alpha=1.0, max_len=12), bos=BOS, eos=EOS)
         if beam_size == 1:
-            tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS)
+            tokens, _ = greedy(m, src, lens, limits, bos=BOS, eos=EOS).best()
         else:
-            tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0)
+            tokens, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0).best()
         assert ids == strip(tokens, EOS) and all(EOS not in row for row in ids)
     rows = torch.tensor([[5, 6, EOS, PAD], [EOS, PAD, PAD, PAD], [7, 8, 9, 10]])
     assert strip(rows, EOS) == [[5, 6], [], [7, 8, 9, 10]]
+
+
+def varied_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A larger batch (12 sentences of 1..10 tokens) so that sentences finish at many different steps."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(1, 11, (12,), generator=g)
+    src = torch.full((12, int(lens.max())), PAD)
+    for i, n in enumerate(lens.tolist()):
+        src[i, : n - 1] = torch.randint(3, VOCAB, (n - 1,), generator=g)
+        src[i, n - 1] = EOS
+    return src, lens
+
+
+def assert_same_search(new: tuple, old: tuple) -> None:
+    """Same tokens; the same attention through each sentence's EOS (the old search kept attending after it)."""
+    (tokens, attn), (ref_tokens, ref_attn) = new, old
+    assert torch.equal(tokens, ref_tokens)
+    assert (attn is None) == (ref_attn is None)
+    if attn is not None:
+        for row, (ids, a, ref_a) in enumerate(zip(tokens.tolist(), attn, ref_attn)):
+            steps = ids.index(EOS) + 1
+            torch.testing.assert_close(a[:steps], ref_a[:steps], msg=f"sentence {row}")
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_greedy_returns_what_the_search_that_keeps_every_sentence_returned(attention: str, seed: int) -> None:
+    m, (src, lens) = random_model(attention, seed), varied_batch(seed)
+    for max_len in (3, 12):
+        limits = output_limits(lens, max_len)
+        assert_same_search(greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True).best(),
+                           search_reference.greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("beam_size", [2, 5])
+def test_beam_search_returns_what_the_search_that_keeps_every_sentence_returned(attention: str, seed: int,
+                                                                                beam_size: int) -> None:
+    m, (src, lens) = random_model(attention, seed), varied_batch(seed)
+    for max_len, alpha in ((3, 1.0), (12, 0.0), (12, 1.0)):
+        limits = output_limits(lens, max_len)
+        new = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=alpha, return_attention=True)
+        old = search_reference.beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=alpha,
+                                           return_attention=True)
+        assert_same_search(new.best(), old)
+
+
+def test_sentences_finish_at_many_steps_in_the_reference_batches() -> None:
+    """Guards the two tests above: their batches do shrink during the search, many times."""
+    ends = set()
+    for attention in ATTENTIONS:
+        for seed in SEEDS:
+            m, (src, lens) = random_model(attention, seed), varied_batch(seed)
+            tokens, _ = greedy(m, src, lens, output_limits(lens, 12), bos=BOS, eos=EOS).best()
+            ends |= {len(row) for row in strip(tokens, EOS)}
+    assert len(ends) >= 6, ends
+
+
+def teacher_forced_score(m: EncoderDecoder, src: torch.Tensor, lens: torch.Tensor, ids: list[int], alpha: float) -> float:
+    """log p(ids + [EOS] | src) / length penalty, computed by one teacher-forced forward pass."""
+    target = torch.tensor([ids + [EOS]])
+    with torch.no_grad():
+        logp = torch.log_softmax(m(src, lens, torch.tensor([[BOS] + ids])).float(), -1)[0]  # (T, V)
+    return float(logp.gather(1, target.T).sum() / length_penalty(torch.tensor(len(ids) + 1), alpha))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_n_best_lists(attention: str, alpha: float) -> None:
+    """The first of n_best hypotheses is the beam's output; scores are non-increasing, distinct hypotheses,
+    each the length-normalised log-probability of its tokens (recomputed by teacher forcing)."""
+    m, (src, lens) = random_model(attention, 1), varied_batch(1)
+    limits = output_limits(lens, 12)
+    best, _ = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=5, alpha=alpha).best()
+    nbest = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=5, alpha=alpha, n_best=4)
+    assert nbest.tokens.shape[:2] == (len(lens), 4) and nbest.scores.shape == (len(lens), 4)
+    assert torch.equal(nbest.tokens[:, 0], best)
+    assert (nbest.scores[:, :-1] >= nbest.scores[:, 1:]).all()
+    for i, n in enumerate(lens.tolist()):
+        hyps = strip(nbest.tokens[i], EOS)
+        assert len({tuple(h) for h in hyps}) == 4
+        for ids, score in zip(hyps, nbest.scores[i].tolist()):
+            assert score == pytest.approx(teacher_forced_score(m, src[i : i + 1, :n], lens[i : i + 1], ids, alpha),
+                                          abs=1e-4)
+
+
+def test_greedy_score_is_the_length_normalised_log_probability() -> None:
+    m, (src, lens) = random_model("luong", 2), varied_batch(2)
+    out = greedy(m, src, lens, output_limits(lens, 12), bos=BOS, eos=EOS, alpha=1.0)
+    for i, (ids, score) in enumerate(zip(strip(out.tokens[:, 0], EOS), out.scores[:, 0].tolist())):
+        n = int(lens[i])
+        assert score == pytest.approx(teacher_forced_score(m, src[i : i + 1, :n], lens[i : i + 1], ids, 1.0), abs=1e-4)
+
+
+def test_n_best_above_beam_size_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"n_best must be <= beam_size.*n_best=6 with beam_size=5"):
+        DecodingConfig(beam_size=5, n_best=6)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_an_ensemble_of_one_model_listed_twice_is_that_model(attention: str) -> None:
+    m, (src, lens) = random_model(attention, 0), varied_batch(0)
+    twice = Ensemble([m, m])
+    for beam_size in (1, 4):
+        decoding = DecodingConfig(beam_size=beam_size, max_len=12, n_best=beam_size)
+        alone = decode_ids(m, src, lens, decoding, bos=BOS, eos=EOS)
+        assert decode_ids(twice, src, lens, decoding, bos=BOS, eos=EOS) == alone
+        limits = output_limits(lens, 12)
+        a = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0, n_best=4)
+        b = beam_search(twice, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0, n_best=4)
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.scores, b.scores)
+
+
+def test_an_ensemble_averages_log_probabilities() -> None:
+    """Two different models: the ensemble's first-step choice is the argmax of their mean log_softmax,
+    and it differs from at least one member's own choice somewhere (else the test shows little)."""
+    a, b = random_model("luong", 0), random_model("bahdanau", 1)
+    src, lens = varied_batch(3)
+    firsts = []
+    for model in (a, b):
+        memory, hidden = model.encode(src, lens)
+        with torch.no_grad():
+            logits, _, _ = model.decoder(torch.full((len(lens), 1), BOS), hidden, memory)
+        firsts.append(torch.log_softmax(logits[:, 0], -1))
+    mean = (firsts[0] + firsts[1]) / 2
+    mean[:, [PAD, BOS]] = float("-inf")
+    limits = output_limits(lens, 12)
+    out = greedy(Ensemble([a, b]), src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0]
+    assert torch.equal(out, mean.argmax(1))
+    singles = [greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0] for m in (a, b)]
+    assert not all(torch.equal(out, s) for s in singles)

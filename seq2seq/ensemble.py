@@ -1,0 +1,75 @@
+"""What search decodes with: one EncoderDecoder, or several whose per-step log-probabilities are averaged.
+
+Search (seq2seq/search.py) sees only this interface: ``encode`` a source batch into a ``State``, ``step``
+one target token per row to log-probabilities (B, V), and ``State.select`` rows of the batch (beam
+expansion, reordering, dropping finished sentences). A single model is an ensemble of one, so there
+is one search code path; the log-probabilities of one model are exactly its own log_softmax.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seq2seq.model import EncoderDecoder
+from seq2seq.model.attention import Memory
+
+
+@dataclass
+class State:
+    """Each member's attention memory over (B, S, M) and decoder state (L, B, H), for B batch rows."""
+    members: list[tuple[Memory, torch.Tensor]]
+
+    def select(self, index: torch.Tensor) -> "State":
+        """Rows `index` (N,) of the batch, in that order."""
+        return State([(memory.select(index), hidden.index_select(1, index)) for memory, hidden in self.members])
+
+    def reorder(self, index: torch.Tensor) -> "State":
+        """Decoder states of rows `index`, memory unchanged: for beam reordering, whose rows stay
+        within their sentence, and a sentence's K rows share one memory."""
+        return State([(memory, hidden.index_select(1, index)) for memory, hidden in self.members])
+
+
+class Ensemble(nn.Module):
+    """Models decoded together: log p(y_t | ...) = mean over models of log_softmax(logits_t).
+
+    The members must share one vocabulary and padding id (the same tokenizer): translator.py checks
+    the model files; here the sizes are checked.
+    """
+
+    def __init__(self, models: list[EncoderDecoder]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        sizes = {(m.decoder.output.out_features, m.pad_id) for m in models}
+        if len(sizes) > 1:
+            raise ValueError(f"ensemble members differ in target vocabulary size or padding id: {sorted(sizes)}")
+        self.members = nn.ModuleList(models)
+        self.pad_id = models[0].pad_id
+
+    @property
+    def has_attention(self) -> bool:
+        return any(m.decoder.attention is not None for m in self.members)
+
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> State:
+        """src (B, S), src_lens (B,) -> every member's memory and decoder h_0."""
+        return State([m.encode(src, src_lens) for m in self.members])
+
+    def step(self, prev: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """prev (B, 1) -> log-probabilities (B, V) in fp32, the next state, attention (B, 1, S) | None.
+
+        The attention is the members' mean (members without attention left out).
+        """
+        logps, attns, members = [], [], []
+        for model, (memory, hidden) in zip(self.members, state.members):
+            logits, hidden, attn = model.decoder(prev, hidden, memory)
+            logps.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
+            members.append((memory, hidden))
+            if attn is not None:
+                attns.append(attn)
+        logp = logps[0] if len(logps) == 1 else torch.stack(logps).mean(0)
+        attn = None if not attns else attns[0] if len(attns) == 1 else torch.stack(attns).mean(0)
+        return logp, State(members), attn
+
+
+def as_ensemble(model: "EncoderDecoder | Ensemble") -> Ensemble:
+    return model if isinstance(model, Ensemble) else Ensemble([model])

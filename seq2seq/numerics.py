@@ -1,0 +1,51 @@
+"""Inference numerics: fp32, bf16, or dynamic int8 quantization of a trained EncoderDecoder.
+
+int8 uses ``torch.ao.quantization.quantize_dynamic`` on ``nn.GRU`` and ``nn.Linear``: weights stored as
+int8 (per tensor), activations quantized on the fly at each call, results in fp32. Why this API although
+PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for removal; 2.13 still ships
+and runs it): it is the only maintained implementation that converts ``nn.GRU``, and the GRU cells are
+half of a decoder step. torchao, the named successor, quantizes ``nn.Linear`` only, so on it the encoder
+and decoder GRUs would stay fp32. The conversion happens at load time from an fp32 model file, so the
+model file format does not depend on it; should ``torch.ao`` go, this one function moves to torchao
+(Linear only) and nothing else changes. Embeddings stay fp32 (a lookup costs no arithmetic).
+
+bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
+bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.
+"""
+import warnings
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+from seq2seq.config import ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+QUANTIZE = ("none", "int8")
+
+
+def check(precision: str, quantize: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize must be one of {list(QUANTIZE)}, got {quantize!r}")
+    if quantize != "none" and precision != "fp32":
+        raise ConfigError(f"quantize={quantize} computes in int8/fp32: it cannot be combined with precision={precision}")
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` (fp32, eval, CPU) with every nn.GRU and nn.Linear dynamically quantized to int8."""
+    with warnings.catch_warnings():  # the deprecation notice: the module docstring says why this API
+        warnings.filterwarnings("ignore", message=r"(?s).*(torch\.ao\.quantization is deprecated|quantize_per_tensor)")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.GRU, nn.Linear}, dtype=torch.qint8)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
+def compute(precision: str, device: str) -> AbstractContextManager:
+    """The context search runs in: autocast to bf16, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()

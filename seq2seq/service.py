@@ -1,0 +1,117 @@
+"""The HTTP translation service on LitServe: POST /translate, GET /health, GET /info.
+
+LitServe (Lightning's serving engine) provides the HTTP server (FastAPI + uvicorn), the inference
+worker processes, dynamic batching (requests that arrive within ``batch_timeout`` of each other, up to
+``max_batch_size``, reach ``predict`` together), the health check and the info endpoint; this module
+adds only the request schema and how a batch of requests becomes one ``Translator`` call.
+
+Requests are validated by FastAPI against ``TranslateRequest`` in the HTTP process, before they reach
+a worker: a bad request gets a 422 JSON answer whose ``detail[].loc`` names the field, and can never
+fail the batch it would have joined (LitServe fails a whole batch when one of its requests raises).
+"""
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import litserve
+import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+
+from seq2seq.translator import Translator
+
+
+@dataclass
+class Limits:
+    """What one request may ask for: lines, characters per line, beam size; default_beam_size is the
+    model's (used when a request gives none, and to check its n_best)."""
+    max_lines: int = 64
+    max_chars: int = 1000
+    max_beam_size: int = 10
+    default_beam_size: int = 5
+
+
+class TranslateRequest(BaseModel):
+    """{"text": ["line", ...], "beam_size": 5, "n_best": 3}: beam_size and n_best optional."""
+    model_config = ConfigDict(extra="forbid")
+    limits: ClassVar[Limits] = Limits()  # set by the server before it starts (its HTTP processes fork)
+
+    text: list[StrictStr]
+    beam_size: StrictInt | None = Field(default=None, ge=1)
+    n_best: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("text")
+    @classmethod
+    def _within_limits(cls, text: list[str]) -> list[str]:
+        if len(text) > cls.limits.max_lines:
+            raise ValueError(f"at most {cls.limits.max_lines} lines per request (max_lines), got {len(text)}")
+        for i, line in enumerate(text):
+            if len(line) > cls.limits.max_chars:
+                raise ValueError(f"line {i} has {len(line)} characters; at most {cls.limits.max_chars} (max_chars)")
+        return text
+
+    @field_validator("beam_size")
+    @classmethod
+    def _beam_within_limit(cls, beam_size: int | None) -> int | None:
+        if beam_size is not None and beam_size > cls.limits.max_beam_size:
+            raise ValueError(f"at most {cls.limits.max_beam_size} (max_beam_size), got {beam_size}")
+        return beam_size
+
+    @model_validator(mode="after")
+    def _n_best_within_beam(self) -> "TranslateRequest":
+        beam = self.beam_size or self.limits.default_beam_size
+        if self.n_best is not None and self.n_best > beam:
+            raise ValueError(f"n_best must be <= beam_size, got n_best={self.n_best} with beam_size={beam}")
+        return self
+
+
+class TranslationAPI(litserve.LitAPI):
+    """One Translator per worker; a batch of requests is decoded together, grouped by (beam_size, n_best)."""
+
+    def __init__(self, options: dict, threads: int | None = None, **batching) -> None:
+        super().__init__(api_path="/translate", **batching)
+        self.options, self.threads = options, threads
+
+    def setup(self, device: str) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.translator = Translator.from_options(self.options)
+
+    def decode_request(self, request: TranslateRequest) -> TranslateRequest:
+        return request
+
+    def batch(self, inputs: list[TranslateRequest]) -> list[TranslateRequest]:
+        return inputs
+
+    def predict(self, requests: list[TranslateRequest] | TranslateRequest) -> list[dict] | dict:
+        """Every request's lines in one call per distinct (beam_size, n_best); answers in request order.
+        (With max_batch_size 1 LitServe passes one request, not a list.)"""
+        if isinstance(requests, TranslateRequest):
+            return self.predict([requests])[0]
+        answers: list[dict] = [{} for _ in requests]
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.beam_size or self.translator.beam_size, r.n_best), []).append(i)
+        for (beam_size, n_best), members in groups.items():
+            translator = self.translator.using(beam_size=beam_size, n_best=n_best or 1)
+            lists = translator.translate_n_best([line for i in members for line in requests[i].text])
+            start = 0
+            for i in members:
+                mine, start = lists[start : start + len(requests[i].text)], start + len(requests[i].text)
+                answers[i]["translations"] = [hyps[0].text for hyps in mine]
+                if n_best is not None:
+                    answers[i]["n_best"] = [[asdict(h) for h in hyps] for hyps in mine]
+        return answers
+
+    def unbatch(self, output: list[dict]) -> list[dict]:
+        return output
+
+    def encode_response(self, output: dict) -> dict:
+        return output
+
+
+def server(options: dict, limits: Limits, *, max_batch_size: int, batch_timeout: float, workers: int,
+           timeout: float, threads: int | None, info: dict) -> litserve.LitServer:
+    """The LitServer: POST /translate, GET /health (200 once the workers have loaded the model), GET /info."""
+    TranslateRequest.limits = limits
+    api = TranslationAPI(options, threads, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+    return litserve.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
+                              model_metadata={**info, "limits": asdict(limits)})

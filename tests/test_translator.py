@@ -1,0 +1,140 @@
+"""Translation as deployed: n-best lists, ensembles, int8 and bf16 inference, interactive use — through
+translate.py, evaluate.py and the Python API, all one Translator."""
+import json
+import os
+import selectors
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MULTI30K, ROOT, run_script, tiny_model_file
+from seq2seq.data.sources import read_lines
+from seq2seq.translator import Hypothesis, Translator
+
+LINES = ["A dog runs through the park.", "", "Two men are talking on a street corner.",
+         "A little girl in a pink dress climbs the stairs.", "People.", "A man sleeps on a bench."]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.en").write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    return tmp_path
+
+
+def one_line_error(capfd, *names: str) -> None:
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert all(name in err for name in names), err
+
+
+def test_n_best_json_lines(model_file, workdir, capfd) -> None:
+    """K records per line in input order, ranks 1..K, scores non-increasing; rank 1 is the plain output."""
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=plain.de", "beam_size=4") == 0
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=nbest.jsonl", "beam_size=4",
+                      "n_best=3") == 0
+    plain = (workdir / "plain.de").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in (workdir / "nbest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"line", "rank", "score", "text"} for r in records)
+    assert [r["line"] for r in records] == sorted(r["line"] for r in records)
+    for number, line in enumerate(LINES, 1):
+        mine = [r for r in records if r["line"] == number]
+        if not line:
+            assert mine == [{"line": number, "rank": 1, "score": 0.0, "text": ""}]
+            continue
+        assert [r["rank"] for r in mine] == [1, 2, 3]
+        assert mine[0]["text"] == plain[number - 1]
+        scores = [r["score"] for r in mine]
+        assert scores == sorted(scores, reverse=True) and scores[0] < 0
+        assert len({r["text"] for r in mine}) >= 2  # distinct hypotheses (detokenised texts may coincide)
+
+
+def test_n_best_above_beam_size_is_one_error_line(model_file, workdir, capfd) -> None:
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", "beam_size=2",
+                      "n_best=3") == 2
+    one_line_error(capfd, "n_best=3", "beam_size=2")
+    assert not (workdir / "out.de").exists()
+
+
+def test_python_api_n_best_first_is_the_translation(model_file) -> None:
+    translator = Translator.load(str(model_file), beam_size=3, n_best=3)
+    lists = translator.translate_n_best(LINES)
+    assert [hyps[0].text for hyps in lists] == translator.translate(LINES)
+    assert lists[1] == [Hypothesis("", 0.0)]
+    assert all(len(hyps) == 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+               for line, hyps in zip(LINES, lists) if line)
+
+
+def test_an_ensemble_of_one_file_listed_twice_translates_as_that_file(model_file, workdir, capfd) -> None:
+    for beam in (1, 3):
+        assert run_script("translate", f"model_file={model_file}", "input=in.en", f"output=one{beam}.de",
+                          f"beam_size={beam}") == 0
+        assert run_script("translate", f"model_file=[{model_file},{model_file}]", "input=in.en",
+                          f"output=two{beam}.de", f"beam_size={beam}") == 0
+        assert (workdir / f"one{beam}.de").read_text() == (workdir / f"two{beam}.de").read_text()
+    assert Translator.load([str(model_file)] * 2).info()["models"] == 2
+
+
+def test_ensemble_members_must_share_the_tokenizer(model_file, workdir, capfd) -> None:
+    other = tiny_model_file(workdir / "other.pt", vocab_size=400)
+    assert run_script("translate", f"model_file=[{model_file},{other}]", "input=in.en", "output=out.de") == 2
+    one_line_error(capfd, str(model_file), str(other), "different tokenizers")
+    assert run_script("evaluate", f"model_file=[{model_file},{other}]", f"data.source.path={MULTI30K}") == 2
+    one_line_error(capfd, str(model_file), str(other))
+
+
+@pytest.mark.parametrize("override, named", [("quantize=int4", "quantize"), ("precision=fp16", "precision"),
+                                             ("n_best=0", "n_best")])
+def test_bad_inference_settings_are_one_error_line(model_file, workdir, capfd, override, named) -> None:
+    assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", override) == 2
+    one_line_error(capfd, named)
+
+
+@pytest.mark.slow
+def test_int8_and_bf16_translate_like_fp32(trained_run: dict) -> None:
+    """On the first 200 test sentences, beam 5, int8 (and bf16) output equals fp32 output on >= 90% of the lines."""
+    lines = read_lines(MULTI30K / "test_2016_flickr.en.gz")[:200]
+    fp32 = Translator.load(str(trained_run["model_file"]), beam_size=5).translate(lines)
+    assert len(set(fp32)) > 40  # a model whose output depends on its input (tiny: 48 distinct lines)
+    for option in ({"quantize": "int8"}, {"precision": "bf16"}):
+        translator = Translator.load(str(trained_run["model_file"]), beam_size=5, **option)
+        same = sum(a == b for a, b in zip(translator.translate(lines), fp32))
+        assert same >= 180, (option, same)
+    assert Translator.load(str(trained_run["model_file"]), quantize="int8").info()["quantize"] == "int8"
+
+
+@pytest.mark.slow
+def test_evaluate_takes_the_translation_options(trained_run: dict, capfd) -> None:
+    model = trained_run["model_file"]
+    assert run_script("evaluate", f"model_file=[{model},{model}]", "split=val", "data.eval_limit=20",
+                      f"data.source.path={MULTI30K}", "json=true", "beam_size=2", "quantize=int8") == 0
+    scores = json.loads(capfd.readouterr().out)
+    assert scores["sentences"] == 20 and scores["bleu"] >= 0
+
+
+@pytest.mark.slow
+def test_interactive_prints_each_translation_before_stdin_closes(model_file) -> None:
+    """Through a pipe with interactive=true: each line's translation arrives while stdin is still open."""
+    expected = Translator.load(str(model_file)).translate(["A dog runs.", "Two cats sleep."])
+    process = subprocess.Popen([sys.executable, "scripts/translate.py", f"model_file={model_file}", "interactive=true"],
+                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    try:
+        for line, translation in zip(["A dog runs.", "Two cats sleep."], expected):
+            process.stdin.write(line.encode() + b"\n")
+            process.stdin.flush()
+            assert selector.select(timeout=120), "no translation while stdin stays open"
+            assert process.stdout.readline().decode().rstrip("\n") == translation
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0 and process.stdout.read() == b""
+    finally:
+        process.kill()

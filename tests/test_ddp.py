@@ -72,7 +72,7 @@ def ddp_run(tmp_path_factory, multi30k) -> Path:
     """One epoch on 2 processes started by Lightning (rank 1 re-runs scripts/train.py): the run folder."""
     run_dir = tmp_path_factory.mktemp("ddp")
     out = run([sys.executable, "scripts/train.py", *DDP, *RUN, "trainer.max_epochs=1",
-               f"data.source.path={multi30k}", f"hydra.run.dir={run_dir}"])
+               f"data.source.path={multi30k}", f"data.cache_dir={run_dir / 'cache'}", f"hydra.run.dir={run_dir}"])
     (run_dir / "output.txt").write_text(out)
     return run_dir
 

@@ -125,23 +125,23 @@ def _local(files: list[Path], pairs: Iterator[tuple[str, str]], cache_dir: Path,
     return datasets.Dataset.from_file(str(folder / "pairs.arrow"))
 
 
-def load_split(format: str, path: str, split: str, src_lang: str, tgt_lang: str, cache_dir: Path,
+def load_split(kind: str, path: str, split: str, src_lang: str, tgt_lang: str, cache_dir: Path,
                columns: dict | None = None, name: str | None = None) -> datasets.Dataset:
     """One split as a memory-mapped Dataset with the columns src and tgt."""
     folder = Path(path)
-    if format == "text":
+    if kind == "text":
         src_file, tgt_file = _text_file(folder, split, src_lang), _text_file(folder, split, tgt_lang)
         return _local([src_file, tgt_file], _text_pairs(src_file, tgt_file), cache_dir, ("text",))
-    if format == "tsv":
+    if kind == "tsv":
         file = folder / f"{split}.tsv"
         return _local([file], _tsv_pairs(file), cache_dir, ("tsv",))
-    if format == "jsonl":
+    if kind == "jsonl":
         file = folder / f"{split}.jsonl"
         columns = columns or {"src": src_lang, "tgt": tgt_lang}
         return _local([file], _jsonl_pairs(file, columns), cache_dir, ("jsonl", columns["src"], columns["tgt"]))
-    if format == "hub":
+    if kind == "hub":
         return _columns(_hub(path, name, split), columns, src_lang, tgt_lang, f"{path} [{split}]")
-    raise DataError(f"data.source.format must be one of text, tsv, jsonl, hub; got {format!r}")
+    raise DataError(f"data.source.format must be one of text, tsv, jsonl, hub; got {kind!r}")
 
 
 def _hub(path: str, name: str | None, split: str) -> datasets.Dataset:

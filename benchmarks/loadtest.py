@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+from benchmarks.meter import publish
 from seq2seq.translator import OPTIONS, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,10 +185,7 @@ def table(results: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="loadtest")
 def main(cfg: DictConfig) -> None:
-    results = run(cfg)
-    print(table(results))
-    Path(cfg.output).write_text(json.dumps(results, indent=1))
-    print(f"JSON: {cfg.output}", file=sys.stderr)
+    publish(run(cfg), table, cfg.output)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""The meter every throughput benchmark uses: tokens and wall time of the training steps after a warm-up."""
+"""What the benchmarks share: the meter of training throughput (tokens and wall time of the steps after a
+warm-up), and how a benchmark hands over its results (a table on stdout, JSON in a file)."""
+import json
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -38,3 +43,10 @@ class TokenMeter(L.Callback):
     @property
     def src_tgt_tok_s(self) -> float:
         return (self.tgt_tokens + self.src_tokens) / self.seconds
+
+
+def publish(results: dict, table: Callable[[dict], str], output: str) -> None:
+    """Print the results as `table` renders them; write them as JSON to `output`."""
+    print(table(results))
+    Path(output).write_text(json.dumps(results, indent=1))
+    print(f"JSON: {output}", file=sys.stderr)

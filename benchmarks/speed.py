@@ -10,11 +10,9 @@ Every figure is measured here, on these cores, in this process (or its Joey subp
               batches) x tokens/s / torch.matmul FLOP/s measured in the same precision
   profile     torch.profiler over 8 training steps per precision: the ops with most self CPU time
 """
-import json
 import re
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import TokenMeter
+from benchmarks.meter import TokenMeter, publish
 from seq2seq.loss import smoothed_loss
 from seq2seq.module import TranslationModule
 from seq2seq.translator import Translator
@@ -228,10 +226,7 @@ def table(results: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    results = run(cfg)
-    print(table(results))
-    Path(cfg.output).write_text(json.dumps(results, indent=1))
-    print(f"JSON: {cfg.output}", file=sys.stderr)
+    publish(run(cfg), table, cfg.output)
 
 
 if __name__ == "__main__":

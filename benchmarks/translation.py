@@ -11,13 +11,11 @@ peak RSS, the size of the weights as stored in memory, and BLEU/chrF (sacrebleu)
 Joey NMT (peer=joey) is measured by benchmarks/speed.py's helper between our measurements.
 """
 import io
-import json
 import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from pathlib import Path
 
 import hydra
 import torch
@@ -25,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
+from benchmarks.meter import publish
 from benchmarks.speed import joey_translate_throughput, machine
 from seq2seq.evaluation import corpus_scores
 from seq2seq.translator import Translator
@@ -108,10 +107,7 @@ def table(results: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translation_benchmark")
 def main(cfg: DictConfig) -> None:
-    results = run(cfg)
-    print(table(results))
-    Path(cfg.output).write_text(json.dumps(results, indent=1))
-    print(f"JSON: {cfg.output}", file=sys.stderr)
+    publish(run(cfg), table, cfg.output)
 
 
 if __name__ == "__main__":

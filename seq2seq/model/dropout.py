@@ -2,7 +2,7 @@
 
 On CPU ``nn.Dropout`` draws its mask with ``bernoulli_``, one scalar draw per element; a uniform
 ``torch.rand`` compared with p gives the same distribution, vectorised. Elsewhere (CUDA's fused
-kernel, evaluation) this is ``nn.Dropout``. The profile rows of benchmarks/joey.py show the cost.
+kernel, evaluation) this is ``nn.Dropout``. The profile rows of benchmarks/speed.py show the cost.
 """
 import torch
 from torch import nn

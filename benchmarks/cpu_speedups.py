@@ -25,8 +25,7 @@ from omegaconf import OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import TokenMeter
-from benchmarks.speed import machine
-from seq2seq.loss import smoothed_loss
+from benchmarks.speed import forward_backward, machine
 from seq2seq.module import TranslationModule
 from seq2seq.precision import cpu_precision
 
@@ -86,6 +85,15 @@ def throughput(cfg, datamodule, tokenizer, precision: str, fused: bool, warmup: 
     return {"tok_s": watch.tgt_tokens / watch.seconds, "tok_cpu_s": watch.tgt_tokens / watch.cpu_seconds}
 
 
+def train_step(module: TranslationModule, optimizer: torch.optim.Optimizer, batch: dict, precision: str,
+               clip: float) -> None:
+    """Forward and backward as Lightning runs them (benchmarks/speed.py), clipping, Adam."""
+    forward_backward(module, batch, precision)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
 def same_steps(cfg, datamodule, tokenizer, n: int = 20) -> float:
     """Largest parameter difference after `n` fp32 Adam steps (clipped) on the same batches and dropout
     masks, foreach vs fused."""
@@ -97,12 +105,7 @@ def same_steps(cfg, datamodule, tokenizer, n: int = 20) -> float:
         optimizer = torch.optim.Adam(module.parameters(), lr=cfg.optim.lr, fused=fused)
         for i, batch in enumerate(batches):
             torch.manual_seed(i)
-            logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
-            loss, _, tokens = smoothed_loss(logits, batch["tgt_out"], cfg.label_smoothing)
-            (loss / tokens).backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
-            optimizer.step()
-            optimizer.zero_grad()
+            train_step(module, optimizer, batch, "32-true", cfg.trainer.gradient_clip_val)
         params.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
     return float((params[0] - params[1]).abs().max())
 
@@ -111,7 +114,6 @@ def alternating_steps(cfg, datamodule, tokenizer, precision: str, n: int) -> dic
     """Median ms per training step (forward, backward, clipping, Adam) of two identical models, one with
     foreach Adam and one with fused, stepping in turn on the same batches: load on the machine that
     changes from one minute to the next falls on both alike."""
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
     runs = {}
     for name in ("foreach", "fused"):
         module = new_module(TranslationModule, cfg, tokenizer)
@@ -120,13 +122,7 @@ def alternating_steps(cfg, datamodule, tokenizer, precision: str, n: int) -> dic
     for i, batch in enumerate(b for _, b in zip(range(n + 2), datamodule.train_dataloader())):
         for module, optimizer, times in runs.values():
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
-                loss, _, tokens = smoothed_loss(logits, batch["tgt_out"], cfg.label_smoothing)
-            (loss / tokens).backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
-            optimizer.step()
-            optimizer.zero_grad()
+            train_step(module, optimizer, batch, precision, cfg.trainer.gradient_clip_val)
             if i >= 2:  # the first two steps allocate
                 times.append(1000 * (time.perf_counter() - start))
     return {name: statistics.median(times) for name, (_, _, times) in runs.items()}

@@ -15,7 +15,8 @@ import sacremoses
 
 METRICS: dict[str, Callable[[], sacrebleu.metrics.base.Metric]] = {
     "bleu": sacrebleu.BLEU,
-    "bleu_lit": functools.partial(sacrebleu.BLEU, tokenize="none", lowercase=True),  # text prepared first
+    # text prepared first; force: the tokenized periods it then ends in are meant
+    "bleu_lit": functools.partial(sacrebleu.BLEU, tokenize="none", lowercase=True, force=True),
     "chrf": sacrebleu.CHRF,
     "ter": sacrebleu.TER,
 }

@@ -76,6 +76,12 @@ def load_model(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, DecodingCon
     return model.eval(), tokenizer, decoding
 
 
+def set_decoding(path: Path, **changes) -> None:
+    """Rewrite the model file's decoding defaults with `changes` (e.g. alpha=0.8)."""
+    blob = read_contents(path)
+    save(path, blob["model"], blob["state_dict"], blob["tokenizer"], {**blob["decoding"], **changes})
+
+
 def write_average(checkpoints: list[Path], path: Path) -> None:
     """The model file from one checkpoint, or from the average of several checkpoints' weights."""
     blobs = [read_contents(c) for c in checkpoints]

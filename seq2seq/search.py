@@ -122,19 +122,22 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
         n = live.numel()
         base = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
         logp, state, attn = model.step(tokens[:, -1:], state)  # (n*K, V)
-        vocab = logp.size(1)
         logp[:, [pad, bos]] = float("-inf")  # never generated
+        # A row's rank of a word is monotone in its log-probability, so a sentence's K best extensions are
+        # among its rows' K best words each: rank (n*K, K) candidates, not (n*K, V).
+        top_logp, top_word = logp.topk(k, dim=1)  # (n*K, K)
         at_limit = (t >= limits) & ~finished  # must end now: EOS only, at its own log-probability
-        logp[at_limit] = logp[at_limit].masked_fill(torch.arange(vocab, device=device) != eos, float("-inf"))
-        logp[finished] = float("-inf")
-        logp[finished, pad] = 0.0
-        candidates = scores.unsqueeze(1) + logp  # (n*K, V)
+        forced = (at_limit | finished).unsqueeze(1)  # finished: only a zero-cost pad
+        top_logp = top_logp.masked_fill(forced, float("-inf"))
+        top_logp[:, 0] = torch.where(finished, 0.0, torch.where(at_limit, logp[:, eos], top_logp[:, 0]))
+        top_word[:, 0] = torch.where(finished, pad, torch.where(at_limit, eos, top_word[:, 0]))
+        candidates = scores.unsqueeze(1) + top_logp  # (n*K, K)
         cand_len = torch.where(finished, lengths, torch.full_like(lengths, t + 1))
         ranked = candidates / length_penalty(cand_len, alpha).unsqueeze(1)
-        _, best = ranked.view(n, k * vocab).topk(k, dim=1)  # (n, K)
-        origin = (base + best // vocab).view(-1)  # (n*K,) rows the survivors extend
-        word = (best % vocab).view(-1)
-        scores = candidates.view(-1).index_select(0, origin * vocab + word)
+        _, best = ranked.view(n, k * k).topk(k, dim=1)  # (n, K)
+        origin = (base + best // k).view(-1)  # (n*K,) rows the survivors extend
+        word = top_word.view(n, k * k).gather(1, best).view(-1)
+        scores = candidates.view(n, k * k).gather(1, best).view(-1)
         tokens = torch.cat([tokens.index_select(0, origin), word.unsqueeze(1)], dim=1)
         was_finished = finished.index_select(0, origin)
         lengths = torch.where(was_finished, lengths.index_select(0, origin), torch.full_like(lengths, t + 1))

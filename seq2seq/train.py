@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
+from datasets import Dataset
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -24,13 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq import modelfile
 from seq2seq.callbacks import Interrupted, SaveOnSignal
 from seq2seq.cli import tidy_logging
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, DecodingConfig, from_dict
 from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.evaluation import literature_bleu
+from seq2seq.evaluation import corpus_scores, literature_bleu
 from seq2seq.files import RunError
 from seq2seq.lock import Heartbeat, RunLock
 from seq2seq.module import TranslationModule, check_label_smoothing
+from seq2seq.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,12 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
     model_file = run_dir / "model.pt"
     if trainer.is_global_zero:
         write_model_file(module, best_checkpoints(trainer, cfg.average_checkpoints), model_file)
+        if cfg.tune_alpha:
+            tune_alpha(model_file, datamodule.load("val"), list(cfg.tune_alpha), datamodule.tgt_lang, str(module.device))
     trainer.strategy.barrier()
-    module.model.load_state_dict(modelfile.read_contents(model_file)["state_dict"])
+    contents = modelfile.read_contents(model_file)
+    module.model.load_state_dict(contents["state_dict"])
+    module.decoding = from_dict(DecodingConfig, contents["decoding"], f"{model_file}: decoding")
     module.hypothesis_file = run_dir / "test.hyp"
     results = {**trainer.test(module, datamodule, verbose=False)[0], "model_file": str(model_file)}
     if trainer.is_global_zero:  # the literature's BLEU of the hypotheses just written (rank 0 wrote them)
@@ -92,6 +98,19 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
     if ckpt is not None and ckpt.monitor == "val/bleu" and ckpt.best_model_score is not None:
         results["val/bleu"] = float(ckpt.best_model_score)  # the best validation BLEU: what a sweep optimises
     return results
+
+
+def tune_alpha(model_file: Path, val: Dataset, alphas: list[float], lang: str, device: str) -> float:
+    """The length penalty (of `alphas`) whose beam search gives the best val BLEU (ties: the first listed),
+    stored in the model file as its decoding default: translate.py, evaluate.py and the test use it."""
+    translator = Translator.load(str(model_file), device=device)
+    srcs, refs = list(val["src"]), list(val["tgt"])
+    bleu = {a: corpus_scores(translator.using(alpha=a).translate(srcs), refs, ("bleu",), lang)["bleu"] for a in alphas}
+    best = max(alphas, key=lambda a: bleu[a])
+    log.info("length penalty on val (beam %d): %s -> alpha %g", translator.beam_size,
+             ", ".join(f"alpha {a:g} BLEU {b:.2f}" for a, b in bleu.items()), best)
+    modelfile.set_decoding(model_file, alpha=best)
+    return best
 
 
 def checkpoint_tokenizer(last: Path, folder: Path, rank: int) -> Tokenizer:
@@ -143,6 +162,10 @@ def check_settings(cfg: DictConfig) -> None:
     for group in ("model", "optim", "decoding"):
         OmegaConf.to_object(cfg[group])
     check_label_smoothing(cfg.label_smoothing)
+    alphas = cfg.get("tune_alpha")
+    if alphas is not None and (not OmegaConf.is_list(alphas) or not alphas or any(
+            isinstance(a, bool) or not isinstance(a, (int, float)) or a < 0 for a in alphas)):
+        raise ConfigError(f"tune_alpha must be null or a list of numbers >= 0 (length penalties), got {alphas!r}")
     for key, low in (("average_checkpoints", 0), ("seed", 0)):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -33,3 +33,17 @@ def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> N
     for row in rows:
         assert row in text
     assert not [line for line in text.splitlines() if line.endswith("x")]  # no Joey, so no ours/Joey ratios
+
+
+def test_recipe_curve_reads_each_validation_with_its_wall_minute(trained_run) -> None:
+    """benchmarks/recipe_curve.py: one point per val/bleu the run logged, minutes from its start, in order;
+    at a minute, the last value logged by then."""
+    from benchmarks.recipe_curve import at_minutes, val_bleu_by_minute
+    from seq2seq.plots import read_metrics
+
+    points = val_bleu_by_minute(trained_run["run_dir"])
+    _, logged = read_metrics(trained_run["run_dir"] / "logs" / "metrics.csv")["val/bleu"]
+    assert [b for _, b in points] == pytest.approx(logged)
+    minutes = [t for t, _ in points]
+    assert minutes == sorted(minutes) and 0 < minutes[0] < 30
+    assert at_minutes(points, [0.0, minutes[-1], 1e6]) == {0.0: None, minutes[-1]: points[-1][1], 1e6: points[-1][1]}

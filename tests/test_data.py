@@ -487,3 +487,19 @@ def test_hub_reader_finds_a_nested_translation_column_and_save_to_disk_folders(t
     with pytest.raises(DataError, match=r"no column \['translation.fr'\]"):
         load_split("hub", str(tmp_path / "saved"), "train", "en", "fr",
                    columns={"src": "translation.en", "tgt": "translation.fr"})
+
+
+@pytest.mark.parametrize("n, size", [(4_500_000, 100_000), (450_000, 100_000), (30_000, 29_999), (1_000, 250),
+                                     (101, 100), (10, 9)])
+def test_tokenizer_sample_is_random_runs_of_rows(n: int, size: int) -> None:
+    """The SentencePiece sample: `size` distinct rows, sorted; from a corpus twice its size or more, in many
+    separate runs (100 drawn, some adjacent) spread over the whole corpus."""
+    from seq2seq.data.datamodule import sample_rows
+
+    rows = sample_rows(n, size)
+    assert len(rows) == size == len(set(rows.tolist())) and rows.min() >= 0 and rows.max() < n
+    assert (np.diff(rows) > 0).all()
+    if size <= n // 2:
+        runs = 1 + int((np.diff(rows) > 1).sum())
+        assert runs >= 50, runs
+        assert rows.max() - rows.min() > n // 2  # not the corpus's beginning

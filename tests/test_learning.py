@@ -112,3 +112,20 @@ def test_cosine_schedule_spends_a_time_budget(tmp_path, multi30k) -> None:
     assert max(lr) > 0.9 * 2e-3 and len(lr) > 20, lr
     assert all(b <= a for a, b in zip(lr[peak:], lr[peak + 1:])), lr  # falls with the clock after warm-up
     assert lr[-1] < 0.1 * 2e-3, lr  # and has nearly reached min_lr when max_time stops the run
+
+
+@pytest.mark.slow
+def test_ema_weights_are_validated_checkpointed_and_written(tmp_path, multi30k) -> None:
+    """callbacks.ema (the CPU recipe's): checkpoints hold the moving average as their weights (the raw ones
+    beside them, for resuming), and the model file is made of the average."""
+    from conftest import checkpoint
+    from seq2seq.train import train
+
+    ema = "callbacks.ema={_target_:lightning.pytorch.callbacks.EMAWeightAveraging,decay:0.9}"
+    train(compose_config("train", [*COSINE, ema, "trainer.max_steps=8", "+trainer.val_check_interval=4"], tmp_path))
+    best = checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    average, raw = best["state_dict"], best["current_model_state"]
+    assert average.keys() == raw.keys()
+    assert any(not torch.equal(average[k], raw[k]) for k in average)  # the average is not the last step's weights
+    written = modelfile.read_contents(tmp_path / "model.pt")["state_dict"]
+    assert all(torch.equal(written[k.removeprefix("model.")], v.float()) for k, v in average.items())

@@ -138,3 +138,27 @@ def test_interactive_prints_each_translation_before_stdin_closes(model_file) -> 
         assert process.wait(timeout=60) == 0 and process.stdout.read() == b""
     finally:
         process.kill()
+
+
+@pytest.mark.slow
+def test_tune_alpha_stores_the_length_penalty_with_the_best_val_bleu(trained_run: dict, tmp_path) -> None:
+    """train.py's tune_alpha: every listed alpha decodes val, the best BLEU's alpha (first on ties) becomes
+    the model file's default, so that a translator loaded from the file decodes with it."""
+    import shutil
+
+    import datasets
+    import sacrebleu
+
+    from seq2seq.train import tune_alpha
+
+    path = Path(shutil.copy(trained_run["model_file"], tmp_path / "model.pt"))
+    srcs, refs = read_lines(MULTI30K / "val.en.gz")[:150], read_lines(MULTI30K / "val.de.gz")[:150]
+    alphas = [0.0, 1.0, 4.0]
+    bleu = [sacrebleu.corpus_bleu(Translator.load(str(path), alpha=a).translate(srcs), [refs]).score for a in alphas]
+    assert len(set(bleu)) > 1, f"the alphas must change the output for this test to mean anything: {bleu}"
+    val = datasets.Dataset.from_dict({"src": srcs, "tgt": refs})
+    best = tune_alpha(path, val, alphas, "de", "cpu")
+    assert best == alphas[bleu.index(max(bleu))]
+    reloaded = Translator.load(str(path))
+    assert reloaded.decoding.alpha == best
+    assert reloaded.translate(srcs[:40]) == Translator.load(str(path), alpha=best).translate(srcs[:40])

@@ -202,7 +202,8 @@ def test_training_refuses_bad_data_files(tmp_path, capfd, files, names):
     ("model.dropout=1.5", "model.dropout"), ("model.hidden_size=0", "model.hidden_size"),
     ("optim.lr=-1", "optim.lr"), ("optim.schedule=linear", "optim.schedule"), ("decoding.beam_size=0", "beam_size"),
     ("label_smoothing=1.5", "label_smoothing"), ("average_checkpoints=-1", "average_checkpoints"),
-    ("tune_alpha=[0.6,-1]", "tune_alpha"), ("tune_alpha=0.6", "tune_alpha"), ("data.max_tokens=10", "data.max_tokens"), ("trainer.precision=bf17", "bf17"),
+    ("tune_alpha=[0.6,-1]", "tune_alpha"), ("tune_alpha=0.6", "tune_alpha"),
+    ("data.max_tokens=10", "data.max_tokens"), ("trainer.precision=bf17", "bf17"),
     ("callbacks.progress.every_n_steps=0", "callbacks.progress.every_n_steps")])
 def test_training_refuses_invalid_settings_before_any_work(tmp_path, capfd, override, named):
     """Every setting is checked at start-up: one line naming it, exit 2, before the tokenizer is trained."""

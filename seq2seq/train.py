@@ -82,7 +82,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
     model_file = run_dir / "model.pt"
     if trainer.is_global_zero:
         write_model_file(module, best_checkpoints(trainer, cfg.average_checkpoints), model_file)
-        if cfg.tune_alpha:
+        if cfg.get("tune_alpha"):
             tune_alpha(model_file, datamodule.load("val"), list(cfg.tune_alpha), datamodule.tgt_lang, str(module.device))
     trainer.strategy.barrier()
     contents = modelfile.read_contents(model_file)

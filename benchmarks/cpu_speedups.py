@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import TokenMeter
-from benchmarks.speed import forward_backward, machine
+from benchmarks.meter import TokenMeter, machine
+from benchmarks.speed import forward_backward
 from seq2seq.module import TranslationModule
 from seq2seq.precision import cpu_precision
 

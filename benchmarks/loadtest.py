@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import publish
+from benchmarks.meter import machine, publish
 from seq2seq.translator import OPTIONS, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,12 +162,6 @@ def run(cfg: DictConfig) -> dict:
     results["translate_sents_s_before_after"] = [before, translate_rate(options, lines)]
     results["translate_sents_s"] = sum(results["translate_sents_s_before_after"]) / 2
     return results
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def table(results: dict) -> str:

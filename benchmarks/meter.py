@@ -1,6 +1,7 @@
 """What the benchmarks share: the meter of training throughput (tokens and wall time of the steps after a
 warm-up), and how a benchmark hands over its results (a table on stdout, JSON in a file)."""
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -50,3 +51,10 @@ def publish(results: dict, table: Callable[[dict], str], output: str) -> None:
     print(table(results))
     Path(output).write_text(json.dumps(results, indent=1))
     print(f"JSON: {output}", file=sys.stderr)
+
+
+def machine() -> str:
+    """What every figure is measured on: the CPU model, cores, torch's threads, torch's version."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"

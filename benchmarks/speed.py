@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import TokenMeter, publish
+from benchmarks.meter import TokenMeter, machine, publish
 from seq2seq.loss import smoothed_loss
 from seq2seq.module import TranslationModule
 from seq2seq.translator import Translator
@@ -186,12 +186,6 @@ def run(cfg: DictConfig) -> dict:
             if cfg.peer == "joey" and cfg.joey.model_dir:
                 results["joey_translate"].append(joey_translate_throughput(cfg.joey, sources, beam))
     return results
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def table(results: dict) -> str:

@@ -23,8 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import publish
-from benchmarks.speed import joey_translate_throughput, machine
+from benchmarks.meter import machine, publish
+from benchmarks.speed import joey_translate_throughput
 from seq2seq.evaluation import corpus_scores
 from seq2seq.translator import Translator
 

@@ -1,8 +1,8 @@
 """What search decodes with: one EncoderDecoder, or several whose per-step log-probabilities are averaged.
 
 Search (seq2seq/search.py) sees only this interface: ``encode`` a source batch into a ``State``, ``step``
-one target token per row to log-probabilities (B, V), and ``State.select`` rows of the batch (beam
-expansion, reordering, dropping finished sentences). A single model is an ensemble of one, so there
+one target token per row to log-probabilities (B*K, V), and ``State`` methods that give each sentence K
+rows (beam), reorder rows within their sentences, and drop finished sentences. A single model is an ensemble of one, so there
 is one search code path; the log-probabilities of one model are exactly its own log_softmax.
 """
 from dataclasses import dataclass
@@ -16,16 +16,22 @@ from seq2seq.model.attention import Memory
 
 @dataclass
 class State:
-    """Each member's attention memory over (B, S, M) and decoder state (L, B, H), for B batch rows."""
+    """Each member's attention memory over (B, S, M), one row per sentence, and decoder state (L, B*K, H):
+    K rows per sentence (its beam; 1 in greedy search), consecutive."""
     members: list[tuple[Memory, torch.Tensor]]
 
-    def select(self, index: torch.Tensor) -> "State":
-        """Rows `index` (N,) of the batch, in that order."""
-        return State([(memory.select(index), hidden.index_select(1, index)) for memory, hidden in self.members])
+    def expand(self, k: int) -> "State":
+        """K rows per sentence, each a copy of its decoder state; the memory stays one row per sentence."""
+        return State([(memory, hidden.repeat_interleave(k, dim=1)) for memory, hidden in self.members])
+
+    def select(self, index: torch.Tensor, k: int = 1) -> "State":
+        """Sentences `index` (N,) of the batch, in that order, with their K rows each."""
+        rows = (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).view(-1)  # (N*K,)
+        return State([(memory.select(index), hidden.index_select(1, rows)) for memory, hidden in self.members])
 
     def reorder(self, index: torch.Tensor) -> "State":
         """Decoder states of rows `index`, memory unchanged: for beam reordering, whose rows stay
-        within their sentence, and a sentence's K rows share one memory."""
+        within their sentence."""
         return State([(memory, hidden.index_select(1, index)) for memory, hidden in self.members])
 
 
@@ -54,14 +60,16 @@ class Ensemble(nn.Module):
         """src (B, S), src_lens (B,) -> every member's memory and decoder h_0."""
         return State([m.encode(src, src_lens) for m in self.members])
 
-    def step(self, prev: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
-        """prev (B, 1) -> log-probabilities (B, V) in fp32, the next state, attention (B, 1, S) | None.
+    def step(self, prev: torch.Tensor, state: State, rows: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """prev (B*K, 1) -> log-probabilities (N, V) in fp32 of the N rows `rows` (all if None: N = B*K),
+        the next state, attention (B*K, 1, S) | None.
 
         The attention is the members' mean (members without attention left out).
         """
         logps, attns, members = [], [], []
         for model, (memory, hidden) in zip(self.members, state.members):
-            logits, hidden, attn = model.decoder(prev, hidden, memory)
+            logits, hidden, attn = model.decoder(prev, hidden, memory, rows)
             logps.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
             members.append((memory, hidden))
             if attn is not None:

@@ -7,7 +7,8 @@ N = 1 for greedy and n_best for beam search. Sentences whose search has ended le
 sentences need, not what its longest needs; the hypotheses are those of the search that keeps every
 sentence to the end. Beam search keeps batch x beam as one (B*K) tensor: no Python loop over sentences
 or hypotheses; finished hypotheses are frozen by allowing them only a zero-cost pad until all K of
-their sentence are finished. Hypotheses are ranked, and scored, by log-probability divided by the
+their sentence are finished, and the model computes no output projection for them. A sentence's K
+hypotheses share one row of attention memory. Hypotheses are ranked, and scored, by log-probability divided by the
 GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
 """
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
     model = as_ensemble(model)
     batch, k, device, pad = src.size(0), beam_size, src.device, model.pad_id
     steps = int(limits.max()) + 1
-    state = model.encode(src, src_lens).select(torch.arange(batch, device=device).repeat_interleave(k))  # (B*K)
+    state = model.encode(src, src_lens).expand(k)  # (B*K) decoder rows, (B) memory rows
     limits = limits.to(device).repeat_interleave(k)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
@@ -121,16 +122,19 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
     for t in range(steps):
         n = live.numel()
         base = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
-        logp, state, attn = model.step(tokens[:, -1:], state)  # (n*K, V)
+        going = (~finished).nonzero().squeeze(1)  # (A,) rows whose hypotheses go on
+        logp, state, attn = model.step(tokens[:, -1:], state, going)  # (A, V)
         logp[:, [pad, bos]] = float("-inf")  # never generated
         # A row's rank of a word is monotone in its log-probability, so a sentence's K best extensions are
         # among its rows' K best words each: rank (n*K, K) candidates, not (n*K, V).
-        top_logp, top_word = logp.topk(k, dim=1)  # (n*K, K)
-        at_limit = (t >= limits) & ~finished  # must end now: EOS only, at its own log-probability
-        forced = (at_limit | finished).unsqueeze(1)  # finished: only a zero-cost pad
-        top_logp = top_logp.masked_fill(forced, float("-inf"))
-        top_logp[:, 0] = torch.where(finished, 0.0, torch.where(at_limit, logp[:, eos], top_logp[:, 0]))
-        top_word[:, 0] = torch.where(finished, pad, torch.where(at_limit, eos, top_word[:, 0]))
+        going_logp, going_word = logp.topk(k, dim=1)  # (A, K)
+        at_limit = (t >= limits.index_select(0, going)).unsqueeze(1)  # must end now: EOS only, at its own log-probability
+        going_logp = going_logp.masked_fill(at_limit, float("-inf"))
+        going_logp[:, 0] = torch.where(at_limit[:, 0], logp[:, eos], going_logp[:, 0])
+        going_word[:, 0] = torch.where(at_limit[:, 0], eos, going_word[:, 0])
+        top_logp = torch.full((n * k, k), float("-inf"), device=device).index_copy_(0, going, going_logp)
+        top_logp[:, 0].masked_fill_(finished, 0.0)  # a finished hypothesis: only a zero-cost pad
+        top_word = torch.full((n * k, k), pad, dtype=torch.long, device=device).index_copy_(0, going, going_word)
         candidates = scores.unsqueeze(1) + top_logp  # (n*K, K)
         cand_len = torch.where(finished, lengths, torch.full_like(lengths, t + 1))
         ranked = candidates / length_penalty(cand_len, alpha).unsqueeze(1)
@@ -151,9 +155,9 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
             break
         if done.any():  # finished sentences leave the batch
             leave(done.nonzero().squeeze(1))
-            going = (~done).nonzero().squeeze(1)
-            rows = (going.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
-            live, state = live[going], state.select(rows)
+            stay = (~done).nonzero().squeeze(1)
+            rows = (stay.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            live, state = live[stay], state.select(stay, k)
             scores, tokens, lengths, finished, limits = (x.index_select(0, rows) for x in
                                                          (scores, tokens, lengths, finished, limits))
             if attention is not None:

@@ -138,6 +138,33 @@ def test_decoding_step_by_step_equals_teacher_forcing(attention: str) -> None:
     torch.testing.assert_close(torch.cat(steps, 1), whole)
 
 
+@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+def test_a_beams_rows_share_their_sentences_memory_row(attention: str) -> None:
+    """K decoder rows per sentence over one memory row each decode as over K copies of that row."""
+    m, k = model(attention, num_layers=2), 3
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    rows = torch.arange(len(LENS)).repeat_interleave(k)
+    prev = torch.randint(1, V_TGT, (len(LENS) * k, 1))
+    hidden = h_0.repeat_interleave(k, 1) + torch.randn(h_0.size(0), len(LENS) * k, h_0.size(2))  # (L, B*K, H)
+    shared = m.decoder(prev, hidden, memory)  # memory (B, S, M), queries (B*K, 1, H)
+    copied = m.decoder(prev, hidden, memory.select(rows))  # memory (B*K, S, M)
+    for a, b in zip(shared, copied):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+def test_the_logits_of_some_rows_are_those_rows_of_all_logits(attention: str) -> None:
+    m = model(attention)
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    prev, rows = torch.randint(1, V_TGT, (3, 1)), torch.tensor([2, 0])
+    everything, hidden, attn = m.decoder(prev, h_0, memory)
+    some, hidden_too, attn_too = m.decoder(prev, h_0, memory, rows)
+    assert some.shape == (2, 1, V_TGT) and torch.equal(some, everything[rows])
+    assert torch.equal(hidden, hidden_too)  # the state of every row moves on
+
+
 @pytest.mark.parametrize("key, value", [("dropout", 1.5), ("hidden_size", 0), ("num_layers", -1),
                                         ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes")])
 def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:

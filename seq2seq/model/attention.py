@@ -2,6 +2,9 @@
 
 Keys are projected once per source sentence (``Memory``); each decoder query then costs one
 batched matrix product. Both variants map query (B, T, Hq) -> context (B, T, M), weights (B, T, S).
+Beam search keeps one memory row per sentence for its K hypotheses: a query batch of B*K rows (a
+sentence's K rows consecutive) over a memory of B rows is read as (B, K*T, Hq), so that each
+sentence's memory is read once per step, not K times.
   luong     score(q, m) = q . (W m)               (Luong et al. 2015, "general")
   bahdanau  score(q, m) = v . tanh(W_q q + W_m m)  (Bahdanau et al. 2015, additive)
 """
@@ -13,13 +16,13 @@ from torch import nn
 
 @dataclass
 class Memory:
-    """What the decoder attends to. values (B, S, M), keys (B, S, K), mask (B, S) True at tokens."""
+    """What the decoder attends to. values (B, S, M), keys (B, S, Hq), mask (B, S) True at tokens."""
     values: torch.Tensor
     keys: torch.Tensor | None
     mask: torch.Tensor
 
     def select(self, index: torch.Tensor) -> "Memory":
-        """Rows `index` of the batch (beam search expands and reorders with this)."""
+        """Rows `index` of the batch (search drops the sentences that have ended with this)."""
         keys = None if self.keys is None else self.keys.index_select(0, index)
         return Memory(self.values.index_select(0, index), keys, self.mask.index_select(0, index))
 
@@ -33,8 +36,9 @@ class LuongAttention(nn.Module):
         return self.key(values)  # (B, S, Hq)
 
     def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = torch.bmm(query, memory.keys.transpose(1, 2))  # (B, T, S)
-        return _attend(scores, memory)
+        q = _per_sentence(query, memory)  # (B, K*T, Hq)
+        scores = torch.bmm(q, memory.keys.transpose(1, 2))  # (B, K*T, S)
+        return _attend(scores, memory, query.shape[:2])
 
 
 class BahdanauAttention(nn.Module):
@@ -48,15 +52,22 @@ class BahdanauAttention(nn.Module):
         return self.key(values)  # (B, S, Hq)
 
     def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.query(query).unsqueeze(2)  # (B, T, 1, Hq)
-        scores = self.v(torch.tanh(q + memory.keys.unsqueeze(1))).squeeze(3)  # (B, T, S)
-        return _attend(scores, memory)
+        q = _per_sentence(self.query(query), memory).unsqueeze(2)  # (B, K*T, 1, Hq)
+        scores = self.v(torch.tanh(q + memory.keys.unsqueeze(1))).squeeze(3)  # (B, K*T, S)
+        return _attend(scores, memory, query.shape[:2])
 
 
-def _attend(scores: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+def _per_sentence(query: torch.Tensor, memory: Memory) -> torch.Tensor:
+    """query (B*K, T, Hq) -> (B, K*T, Hq) for a memory of B rows."""
+    return query.reshape(memory.mask.size(0), -1, query.size(-1))
+
+
+def _attend(scores: torch.Tensor, memory: Memory, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores (B, K*T, S) -> context (B*K, T, M), weights (B*K, T, S); shape = (B*K, T)."""
     scores = scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(memory.values.dtype)  # (B, T, S)
-    return torch.bmm(weights, memory.values), weights  # (B, T, M), (B, T, S)
+    weights = torch.softmax(scores.float(), dim=-1).to(memory.values.dtype)  # (B, K*T, S)
+    context = torch.bmm(weights, memory.values)  # (B, K*T, M)
+    return context.view(*shape, -1), weights.view(*shape, -1)
 
 
 ATTENTION = {"luong": LuongAttention, "bahdanau": BahdanauAttention}  # model.attention; "none": no attention

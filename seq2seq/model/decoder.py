@@ -33,11 +33,14 @@ class Decoder(nn.Module):
         keys = self.attention.keys(values) if self.attention is not None else None
         return Memory(values, keys, mask)
 
-    def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory
+    def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory, rows: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tgt_in (B, T), hidden (L, B, H) -> logits (B, T, V), hidden (L, B, H), attn (B, T, S) | None.
 
-        Teacher forcing passes the whole shifted target; search passes T = 1 and the returned state.
+        Teacher forcing passes the whole shifted target; search passes T = 1 and the returned state,
+        and may ask for the logits of some rows only, (N, T, V) for `rows` (N,): the output projection
+        is most of a step's arithmetic, and a beam's ended hypotheses need none. The memory may hold one
+        row per K rows of tgt_in (a sentence's beam: attention.py).
         """
         x = self.dropout(self.embed(tgt_in))  # (B, T, E)
         if self.feeds_context:
@@ -47,6 +50,8 @@ class Decoder(nn.Module):
             ctx, attn = self.attention(out, memory) if self.attention is not None else (None, None)
         features = out if ctx is None else torch.cat([out, ctx], dim=-1)
         readout = torch.tanh(self.readout(self.dropout(features)))  # (B, T, R)
+        if rows is not None:
+            readout = readout.index_select(0, rows)
         return self.output(self.dropout(readout)), hidden, attn
 
     def _step_by_step(self, x: torch.Tensor, hidden: torch.Tensor, memory: Memory):

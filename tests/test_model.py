@@ -165,6 +165,25 @@ def test_the_logits_of_some_rows_are_those_rows_of_all_logits(attention: str) ->
     assert torch.equal(hidden, hidden_too)  # the state of every row moves on
 
 
+@pytest.mark.parametrize("layers, bias", [(1, True), (2, True), (2, False)])
+def test_search_steps_the_gru_as_nn_gru_does(layers: int, bias: bool) -> None:
+    """Without gradients on CPU a step looks its first-layer input gates up in a table (decoder.py): the
+    same logits and state as nn.GRU's step, also after the weights have changed (training goes on)."""
+    m = model("luong", num_layers=layers, bias=bias)
+    src, lens = source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    prev, calls = torch.randint(1, V_TGT, (3, 1)), []
+    m.decoder.rnn.register_forward_hook(lambda *args: calls.append(1))
+    for _ in range(2):
+        reference = m.decoder(prev, h_0, memory)  # with gradients: nn.GRU
+        with torch.no_grad():
+            for a, b in zip(m.decoder(prev, h_0, memory), reference):
+                torch.testing.assert_close(a, b)
+            m.decoder.embed.weight.add_(0.5)  # an optimizer step
+            m.decoder.rnn.weight_ih_l0.mul_(1.5)
+    assert len(calls) == 2  # only the reference steps called nn.GRU
+
+
 @pytest.mark.parametrize("key, value", [("dropout", 1.5), ("hidden_size", 0), ("num_layers", -1),
                                         ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes")])
 def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:

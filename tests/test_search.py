@@ -219,10 +219,10 @@ def test_beam_search_returns_what_the_search_that_keeps_every_sentence_returned(
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_ended_hypotheses_get_no_output_projection(attention: str) -> None:
-    """Every live row goes through the decoder's GRU each step; only the rows whose hypotheses go on
+    """Every live row goes through the decoder's readout each step; only the rows whose hypotheses go on
     go through the output projection (most of a step's arithmetic), with the same hypotheses as before."""
     m, (src, lens) = random_model(attention, 0), varied_batch(0)
-    seen = {"rnn": 0, "output": 0}
+    seen = {"readout": 0, "output": 0}
     hooks = [getattr(m.decoder, name).register_forward_hook(
         lambda module, args, out, name=name: seen.__setitem__(name, seen[name] + args[0].size(0)))
         for name in seen]
@@ -230,7 +230,7 @@ def test_ended_hypotheses_get_no_output_projection(attention: str) -> None:
     new = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0)
     for hook in hooks:
         hook.remove()
-    assert 0 < seen["output"] < seen["rnn"], seen
+    assert 0 < seen["output"] < seen["readout"], seen
     old = search_reference.beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0)
     assert torch.equal(new.best()[0], old[0])
 

@@ -8,8 +8,8 @@ sentences need, not what its longest needs; the hypotheses are those of the sear
 sentence to the end. Beam search keeps batch x beam as one (B*K) tensor: no Python loop over sentences
 or hypotheses; finished hypotheses are frozen by allowing them only a zero-cost pad until all K of
 their sentence are finished, and the model computes no output projection for them. A sentence's K
-hypotheses share one row of attention memory. Hypotheses are ranked, and scored, by log-probability divided by the
-GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
+hypotheses share one row of attention memory. Hypotheses are ranked, and scored, by log-probability
+divided by the GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
 """
 from dataclasses import dataclass
 

@@ -2,8 +2,9 @@
 
 Search (seq2seq/search.py) sees only this interface: ``encode`` a source batch into a ``State``, ``step``
 one target token per row to log-probabilities (B*K, V), and ``State`` methods that give each sentence K
-rows (beam), reorder rows within their sentences, and drop finished sentences. A single model is an ensemble of one, so there
-is one search code path; the log-probabilities of one model are exactly its own log_softmax.
+rows (beam), reorder rows within their sentences, and drop finished sentences. A single model is an
+ensemble of one, so there is one search code path; the log-probabilities of one model are exactly its
+own log_softmax.
 """
 from dataclasses import dataclass
 
@@ -12,6 +13,11 @@ from torch import nn
 
 from seq2seq.model import EncoderDecoder
 from seq2seq.model.attention import Memory
+
+
+def rows_of(sentences: torch.Tensor, k: int) -> torch.Tensor:
+    """Sentence positions (N,) -> the positions of their K rows each (N*K,), in a batch of K rows per sentence."""
+    return (sentences.unsqueeze(1) * k + torch.arange(k, device=sentences.device)).view(-1)
 
 
 @dataclass
@@ -26,7 +32,7 @@ class State:
 
     def select(self, index: torch.Tensor, k: int = 1) -> "State":
         """Sentences `index` (N,) of the batch, in that order, with their K rows each."""
-        rows = (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).view(-1)  # (N*K,)
+        rows = rows_of(index, k)
         return State([(memory.select(index), hidden.index_select(1, rows)) for memory, hidden in self.members])
 
     def reorder(self, index: torch.Tensor) -> "State":

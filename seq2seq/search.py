@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from seq2seq.config import DecodingConfig
-from seq2seq.ensemble import Ensemble, as_ensemble
+from seq2seq.ensemble import Ensemble, as_ensemble, rows_of
 from seq2seq.model import EncoderDecoder
 
 Model = EncoderDecoder | Ensemble
@@ -109,7 +109,7 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
     def leave(rows: torch.Tensor) -> None:
         """Sentences `rows` (positions among the live ones) are done: keep their K hypotheses."""
         nonlocal out_attention
-        at = (rows.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)  # (r*K,)
+        at = rows_of(rows, k)  # (r*K,)
         sent, length = live[rows], tokens.size(1) - 1
         out_tokens[sent, :, :length] = tokens.index_select(0, at)[:, 1:].view(len(rows), k, length)
         out_scores[sent] = scores.index_select(0, at).view(-1, k)
@@ -156,7 +156,7 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
         if done.any():  # finished sentences leave the batch
             leave(done.nonzero().squeeze(1))
             stay = (~done).nonzero().squeeze(1)
-            rows = (stay.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            rows = rows_of(stay, k)
             live, state = live[stay], state.select(stay, k)
             scores, tokens, lengths, finished, limits = (x.index_select(0, rows) for x in
                                                          (scores, tokens, lengths, finished, limits))

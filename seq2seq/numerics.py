@@ -1,7 +1,11 @@
 """Inference numerics: fp32, bf16, or dynamic int8 quantization of a trained EncoderDecoder.
 
 int8 uses ``torch.ao.quantization.quantize_dynamic`` on ``nn.GRU`` and ``nn.Linear``: weights stored as
-int8 (per tensor), activations quantized on the fly at each call, results in fp32. Why this API although
+int8 with one scale per output row (per channel), activations quantized on the fly at each call, results
+in fp32. PyTorch's x86 kernels quantize activations to 7 bits (``reduce_range``) by default, because
+CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activations can overflow; on a
+CPU with VNNI or AMX (``/proc/cpuinfo``: avx512_vnni, avx_vnni, amx_int8) the products are summed in 32
+bits, so activations keep all 8 bits there. Both choices halve the quantization error they touch. Why this API although
 PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for removal; 2.13 still ships
 and runs it): it is the only maintained implementation that converts ``nn.GRU``, and the GRU cells are
 half of a decoder step. torchao, the named successor, quantizes ``nn.Linear`` only, so on it the encoder
@@ -12,16 +16,20 @@ model file format does not depend on it; should ``torch.ao`` go, this one functi
 bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
 bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.
 """
+import re
 import warnings
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import dynamic as qd
 
 from seq2seq.config import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
 QUANTIZE = ("none", "int8")
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def check(precision: str, quantize: str) -> None:
@@ -33,11 +41,34 @@ def check(precision: str, quantize: str) -> None:
         raise ConfigError(f"quantize={quantize} computes in int8/fp32: it cannot be combined with precision={precision}")
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` (fp32, eval, CPU) with every nn.GRU and nn.Linear dynamically quantized to int8."""
+def quantize_int8(model: nn.Module, full_range: bool | None = None) -> nn.Module:
+    """A copy of `model` (fp32, eval, CPU) with every nn.GRU and nn.Linear dynamically quantized to int8;
+    full_range: 8-bit activations (default: where the CPU sums int8 products in 32 bits)."""
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     with warnings.catch_warnings():  # the deprecation notice: the module docstring says why this API
         warnings.filterwarnings("ignore", message=r"(?s).*(torch\.ao\.quantization is deprecated|quantize_per_tensor)")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.GRU, nn.Linear}, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.GRU: qconfig, nn.Linear: qconfig})
+    if full_range is None:
+        full_range = _sums_int8_in_32_bits()
+    if full_range:
+        for module in quantized.modules():
+            if isinstance(module, qd.Linear):
+                module.version = 3  # torch.ao's forward then calls linear_dynamic without reduce_range
+            elif isinstance(module, qd.GRU):
+                for packed in module._all_weight_values:  # each layer and direction: rebuilt with reduce_range off
+                    _, (b_ih, b_hh), _, _, (w_ih, w_hh) = packed.param.__getstate__()[0]
+                    packed.param = torch.ops.quantized.make_quantized_cell_params_dynamic(w_ih, w_hh, b_ih, b_hh, False)
+    return quantized
+
+
+def _sums_int8_in_32_bits() -> bool:
+    """True on an x86 CPU with VNNI or AMX int8 (Linux: read from /proc/cpuinfo)."""
+    try:
+        flags = CPUINFO.read_text()
+    except OSError:
+        return False
+    vnni = re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags)
+    return torch.backends.quantized.engine in ("x86", "fbgemm") and vnni is not None
 
 
 def is_quantized(model: nn.Module) -> bool:

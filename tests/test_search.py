@@ -9,7 +9,7 @@ from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
 from seq2seq.ensemble import Ensemble
 from seq2seq.model import EncoderDecoder
-from seq2seq.search import beam_search, decode_ids, greedy, length_penalty, output_limits, strip
+from seq2seq.search import argmax, beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 
 VOCAB = 17
 LENS = [6, 1, 9, 3, 4]
@@ -201,6 +201,31 @@ def test_greedy_returns_what_the_search_that_keeps_every_sentence_returned(atten
         limits = output_limits(lens, max_len)
         assert_same_search(greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True).best(),
                            search_reference.greedy(m, src, lens, limits, bos=BOS, eos=EOS, return_attention=True))
+
+
+@pytest.mark.parametrize("vocab", [1024, 8000, 8003, 100])
+def test_chunked_argmax_is_torch_argmax(vocab: int) -> None:
+    """First maximal index per row, also with ties, -inf columns, NaN and a short last chunk."""
+    torch.manual_seed(vocab)
+    for x in (torch.randn(300, vocab), torch.randint(0, 3, (300, vocab)).float(), torch.randn(1, vocab)):
+        x[:, [0, 2]] = float("-inf")
+        assert torch.equal(argmax(x), x.argmax(1))
+    x = torch.randn(4, vocab)
+    x[1, vocab - 1] = x[2, 5] = float("nan")
+    assert torch.equal(argmax(x), x.argmax(1))
+
+
+def test_greedy_over_a_large_vocabulary_returns_what_the_reference_returned() -> None:
+    """V = 2,000: greedy picks words with the chunked argmax (small vocabularies take torch.argmax)."""
+    torch.manual_seed(0)
+    m = EncoderDecoder(2000, 2000, PAD, ModelConfig(input_size=8, hidden_size=16, num_layers=1, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3)
+    src, lens = varied_batch(0)
+    limits = output_limits(lens, 12)
+    assert_same_search(greedy(m, src, lens, limits, bos=BOS, eos=EOS).best(),
+                       search_reference.greedy(m, src, lens, limits, bos=BOS, eos=EOS))
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)

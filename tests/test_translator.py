@@ -99,14 +99,17 @@ def test_bad_inference_settings_are_one_error_line(model_file, workdir, capfd, o
 
 @pytest.mark.slow
 def test_int8_and_bf16_translate_like_fp32(trained_run: dict) -> None:
-    """On the first 200 test sentences, beam 5, int8 (and bf16) output equals fp32 output on >= 90% of the lines."""
-    lines = read_lines(MULTI30K / "test_2016_flickr.en.gz")[:200]
+    """On the 1,000 test sentences, beam 5, int8 (and bf16) output equals fp32 output on >= 90% of the lines.
+
+    (Per-tensor int8 with 7-bit activations, before, gave 846 here: the first 200 lines, 183, flattered it.)
+    """
+    lines = read_lines(MULTI30K / "test_2016_flickr.en.gz")
     fp32 = Translator.load(str(trained_run["model_file"]), beam_size=5).translate(lines)
-    assert len(set(fp32)) > 40  # a model whose output depends on its input (tiny: 48 distinct lines)
+    assert len(set(fp32)) > 100  # a model whose output depends on its input (tiny: 125 distinct lines)
     for option in ({"quantize": "int8"}, {"precision": "bf16"}):
         translator = Translator.load(str(trained_run["model_file"]), beam_size=5, **option)
         same = sum(a == b for a, b in zip(translator.translate(lines), fp32))
-        assert same >= 180, (option, same)
+        assert same >= 900, (option, same)
     assert Translator.load(str(trained_run["model_file"]), quantize="int8").info()["quantize"] == "int8"
 
 

@@ -1,0 +1,42 @@
+"""int8 inference numerics: per-channel weights, 8-bit activations where the CPU sums int8 products in 32 bits."""
+import pytest
+import torch
+from torch import nn
+
+from seq2seq import numerics
+
+
+def quantized_error(module: nn.Module, x: torch.Tensor, full_range: bool) -> float:
+    """Mean absolute difference between the int8 copy's output and the fp32 module's."""
+    q = numerics.quantize_int8(nn.Sequential(module), full_range=full_range)
+    out, ref = q(x), module(x)
+    out, ref = (out[0], ref[0]) if isinstance(module, nn.GRU) else (out, ref)
+    return (out - ref).abs().mean().item()
+
+
+def test_weights_have_one_scale_per_output_row() -> None:
+    q = numerics.quantize_int8(nn.Sequential(nn.Linear(8, 16), nn.GRU(8, 8, bidirectional=True)))
+    assert q[0].weight().qscheme() == torch.per_channel_affine
+    w_ih = q[1]._all_weight_values[0].param.__getstate__()[0][4][0].__getstate__()[0][0]
+    assert w_ih.qscheme() == torch.per_channel_affine and w_ih.q_per_channel_scales().numel() == 24
+
+
+@pytest.mark.skipif(not numerics._sums_int8_in_32_bits(), reason="8-bit activations need VNNI/AMX (x86)")
+@pytest.mark.parametrize("module", [nn.Linear(256, 1000), nn.GRU(64, 128, batch_first=True, bidirectional=True)],
+                         ids=["linear", "gru"])
+def test_8_bit_activations_are_closer_to_fp32_than_7_bit(module: nn.Module) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 5, 64) if isinstance(module, nn.GRU) else torch.randn(32, 256) * 3
+    full, reduced = quantized_error(module, x, True), quantized_error(module, x, False)
+    assert full < 0.7 * reduced, (full, reduced)
+
+
+def test_full_range_only_where_int8_products_are_summed_in_32_bits(tmp_path, monkeypatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(numerics, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
+    assert not numerics._sums_int8_in_32_bits()  # unreadable
+    for flags, expected in (("fpu avx2 fma", False), ("fpu avx512f avx512_vnni", True), ("avx_vnni", True),
+                            ("amx_bf16 amx_int8 amx_tile", True), ("avx512_vnnix", False)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert numerics._sums_int8_in_32_bits() is expected, flags

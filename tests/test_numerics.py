@@ -1,4 +1,6 @@
 """int8 inference numerics: per-channel weights, 8-bit activations where the CPU sums int8 products in 32 bits."""
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,18 @@ def test_weights_have_one_scale_per_output_row() -> None:
     assert q[0].weight().qscheme() == torch.per_channel_affine
     w_ih = q[1]._all_weight_values[0].param.__getstate__()[0][4][0].__getstate__()[0][0]
     assert w_ih.qscheme() == torch.per_channel_affine and w_ih.q_per_channel_scales().numel() == 24
+
+
+def test_int8_weights_take_about_a_quarter_of_the_bytes() -> None:
+    """An output projection's size (8,000 x 256): int8 values plus one scale and zero point per row.
+    (A tiny test model's layers are smaller in fp32: per-row scales outweigh what int8 saves.)"""
+    def size(module: nn.Module) -> int:
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        return buffer.getbuffer().nbytes
+
+    linear = nn.Sequential(nn.Linear(256, 8000))
+    assert size(numerics.quantize_int8(linear)) < 0.3 * size(linear)
 
 
 @pytest.mark.skipif(not numerics._sums_int8_in_32_bits(), reason="8-bit activations need VNNI/AMX (x86)")

@@ -13,9 +13,7 @@ def test_measure(tmp_path, options: dict) -> None:
     model = str(tiny_model_file(tmp_path / "model.pt"))
     r = measure(model, options, SOURCES, SOURCES, threads=1)
     assert r["sents_s"] > 0 and r["tok_s"] > 0 and r["peak_rss_mib"] > 50 and r["threads"] == 1
-    assert 0 <= r["bleu"] <= 100 and r["weights_mib"] > 0
-    if "quantize" in options:
-        assert r["weights_mib"] < measure(model, {"beam_size": 3}, SOURCES, SOURCES, threads=1)["weights_mib"]
+    assert 0 <= r["bleu"] <= 100 and r["weights_mib"] > 0  # int8's smaller weights: tests/test_numerics.py
 
 
 def test_table_names_every_row() -> None:

@@ -8,7 +8,9 @@ Each measurement runs in a fresh process (so its peak resident memory is its own
 translate 64 sentences to warm up, then the whole split in one call as translate.py does; it reports
 sentences/s, target pieces/s (SentencePiece pieces of the output, the same unit for Joey's output),
 peak RSS, the size of the weights as stored in memory, and BLEU/chrF (sacrebleu) against the references.
-Joey NMT (peer=joey) is measured by benchmarks/speed.py's helper between our measurements.
+Joey NMT (peer=joey) is measured by benchmarks/speed.py's helper between our measurements. With repeats=R
+every configuration (Joey's too) is measured once per round, R rounds, and the table gives each one's
+median round: these machines drift by tens of percent within minutes.
 """
 import io
 import resource
@@ -62,17 +64,24 @@ def in_fresh_process(*args) -> dict:
 def run(cfg: DictConfig) -> dict:
     data = instantiate(cfg.data).load(cfg.split)
     sources, refs = list(data["src"]), list(data["tgt"])
-    results = {"machine": machine(), "sentences": len(sources), "numerics": [], "joey": [], "ensemble": []}
-    for beam in cfg.beams:
-        for name in cfg.numerics:
-            r = in_fresh_process(cfg.model_file, {"beam_size": beam, **NUMERICS[name]}, sources, refs, cfg.threads)
-            results["numerics"].append({"numerics": name, "beam": beam, **r})
-            print(f"{name} beam {beam}: {r['sents_s']:.1f} sents/s, BLEU {r['bleu']:.2f}", file=sys.stderr)
-        if cfg.peer == "joey":
-            joey = joey_translate_throughput(cfg.joey, sources, beam)
-            tokenizer = Translator.load(cfg.model_file).tokenizer
-            joey["tok_s"] = sum(len(ids) for ids in tokenizer.encode_tgt(joey.pop("hyps"))) / joey["seconds"]
-            results["joey"].append(joey)
+    results = {"machine": machine(), "sentences": len(sources), "repeats": cfg.repeats, "rounds": []}
+    for round_ in range(cfg.repeats):  # every configuration once per round, so that drift spreads over all
+        measured = {"numerics": [], "joey": []}
+        for beam in cfg.beams:
+            for name in cfg.numerics:
+                r = in_fresh_process(cfg.model_file, {"beam_size": beam, **NUMERICS[name]}, sources, refs, cfg.threads)
+                measured["numerics"].append({"numerics": name, "beam": beam, **r})
+                print(f"round {round_ + 1}: {name} beam {beam}: {r['sents_s']:.1f} sents/s, BLEU {r['bleu']:.2f}",
+                      file=sys.stderr)
+            if cfg.peer == "joey":
+                joey = joey_translate_throughput(cfg.joey, sources, beam)
+                tokenizer = Translator.load(cfg.model_file).tokenizer
+                joey["tok_s"] = sum(len(ids) for ids in tokenizer.encode_tgt(joey.pop("hyps"))) / joey["seconds"]
+                measured["joey"].append(joey)
+        results["rounds"].append(measured)
+    for kind in ("numerics", "joey"):
+        results[kind] = median_round(results["rounds"], kind)
+    results["ensemble"] = []
     if cfg.ensemble:
         members = list(OmegaConf.to_container(cfg.ensemble))
         for model_file in [*members, members]:
@@ -81,9 +90,15 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
+def median_round(rounds: list[dict], kind: str) -> list[dict]:
+    """Per configuration (the i-th measurement of `kind` in every round), the one with the median sentences/s."""
+    return [sorted(runs, key=lambda r: r["sents_s"])[len(runs) // 2] for runs in zip(*(r[kind] for r in rounds))]
+
+
 def table(results: dict) -> str:
     threads = sorted({r["threads"] for r in results["numerics"] + results["ensemble"]})
-    out = [f"# {results['machine'].split(',')[0]}; torch threads per measurement: {threads}; {results['sentences']} sentences"]
+    out = [f"# {results['machine'].split(',')[0]}; torch threads per measurement: {threads}; {results['sentences']} sentences; "
+           f"speeds: the median of {results.get('repeats', 1)} rounds"]
     if results["numerics"]:
         fp32 = {r["beam"]: r for r in results["numerics"] if r["numerics"] == "fp32"}
         joey = {r["beam"]: r for r in results["joey"]}

@@ -1,7 +1,7 @@
 """benchmarks/translation.py on a tiny model: every configuration measured, the table built from them."""
 import pytest
 
-from benchmarks.translation import measure, table
+from benchmarks.translation import measure, median_round, table
 from conftest import tiny_model_file
 
 SOURCES = ["A dog runs.", "Two men talk on a corner.", "A girl in a pink dress climbs the stairs.", "People."]
@@ -25,3 +25,10 @@ def test_table_names_every_row() -> None:
                "ensemble": [{"model_file": ["a.pt", "b.pt"], "options": {"beam_size": 5}, **row}]}
     text = table(results)
     assert "CPU X" in text and "int8" in text and "2.00x" in text and "10.00x" in text and "a.pt + b.pt" in text
+
+
+def test_each_configuration_reports_its_median_round() -> None:
+    rounds = [{"numerics": [{"beam": 1, "sents_s": s, "tok_s": 10 * s}, {"beam": 5, "sents_s": 100 - s, "tok_s": 1}]}
+              for s in (10.0, 30.0, 20.0)]
+    assert median_round(rounds, "numerics") == [{"beam": 1, "sents_s": 20.0, "tok_s": 200.0},
+                                                {"beam": 5, "sents_s": 80.0, "tok_s": 1}]

@@ -5,13 +5,15 @@ int8 with one scale per output row (per channel), activations quantized on the f
 in fp32. PyTorch's x86 kernels quantize activations to 7 bits (``reduce_range``) by default, because
 CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activations can overflow; on a
 CPU with VNNI or AMX (``/proc/cpuinfo``: avx512_vnni, avx_vnni, amx_int8) the products are summed in 32
-bits, so activations keep all 8 bits there. Both choices halve the quantization error they touch. Why this API although
-PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for removal; 2.13 still ships
-and runs it): it is the only maintained implementation that converts ``nn.GRU``, and the GRU cells are
-half of a decoder step. torchao, the named successor, quantizes ``nn.Linear`` only, so on it the encoder
-and decoder GRUs would stay fp32. The conversion happens at load time from an fp32 model file, so the
-model file format does not depend on it; should ``torch.ao`` go, this one function moves to torchao
-(Linear only) and nothing else changes. Embeddings stay fp32 (a lookup costs no arithmetic).
+bits, so activations keep all 8 bits there (half the error of 7 bits).
+
+Why this API although PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for
+removal; 2.13 still ships and runs it): it is the only maintained implementation that converts
+``nn.GRU``, and the GRU cells are half of a decoder step. torchao, the named successor, quantizes
+``nn.Linear`` only, so on it the encoder and decoder GRUs would stay fp32. The conversion happens at load
+time from an fp32 model file, so the model file format does not depend on it; should ``torch.ao`` go,
+this one function moves to torchao (Linear only) and nothing else changes. Embeddings stay fp32 (a lookup
+costs no arithmetic).
 
 bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
 bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.

@@ -44,7 +44,7 @@ def argmax(x: torch.Tensor, chunk: int = 64) -> torch.Tensor:
 
     ATen's CPU argmax reduces element by element; amax is vectorized. So: the maxima of chunks of 64
     columns, the first chunk holding the row's maximum, then argmax within that chunk only (6x faster
-    for 300 x 8,000 on AVX-512).
+    for 300 x 8,000 on AVX-512; below 1,024 columns torch.argmax is the faster).
     """
     n, v = x.shape
     if v < 1024:

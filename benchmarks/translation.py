@@ -65,6 +65,7 @@ def run(cfg: DictConfig) -> dict:
     data = instantiate(cfg.data).load(cfg.split)
     sources, refs = list(data["src"]), list(data["tgt"])
     results = {"machine": machine(), "sentences": len(sources), "repeats": cfg.repeats, "rounds": []}
+    tokenizer = Translator.load(cfg.model_file).tokenizer  # counts Joey's output pieces in our unit
     for round_ in range(cfg.repeats):  # every configuration once per round, so that drift spreads over all
         measured = {"numerics": [], "joey": []}
         for beam in cfg.beams:
@@ -75,7 +76,6 @@ def run(cfg: DictConfig) -> dict:
                       file=sys.stderr)
             if cfg.peer == "joey":
                 joey = joey_translate_throughput(cfg.joey, sources, beam)
-                tokenizer = Translator.load(cfg.model_file).tokenizer
                 joey["tok_s"] = sum(len(ids) for ids in tokenizer.encode_tgt(joey.pop("hyps"))) / joey["seconds"]
                 measured["joey"].append(joey)
         results["rounds"].append(measured)

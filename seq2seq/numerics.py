@@ -3,9 +3,9 @@
 int8 uses ``torch.ao.quantization.quantize_dynamic`` on ``nn.GRU`` and ``nn.Linear``: weights stored as
 int8 with one scale per output row (per channel), activations quantized on the fly at each call, results
 in fp32. PyTorch's x86 kernels quantize activations to 7 bits (``reduce_range``) by default, because
-CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activations can overflow; on a
-CPU with VNNI or AMX (``/proc/cpuinfo``: avx512_vnni, avx_vnni, amx_int8) the products are summed in 32
-bits, so activations keep all 8 bits there (half the error of 7 bits).
+CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activations can overflow; on
+cores with AVX-512 VNNI (AMX cores have it too; checked as seq2seq/precision.py checks bf16, through
+torch.cpu) the products are summed in 32 bits, so activations keep all 8 bits (half the error of 7 bits).
 
 Why this API although PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for
 removal; 2.13 still ships and runs it): it is the only maintained implementation that converts
@@ -18,10 +18,8 @@ costs no arithmetic).
 bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
 bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.
 """
-import re
 import warnings
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,7 +29,6 @@ from seq2seq.config import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
 QUANTIZE = ("none", "int8")
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def check(precision: str, quantize: str) -> None:
@@ -63,14 +60,11 @@ def quantize_int8(model: nn.Module, full_range: bool | None = None) -> nn.Module
     return quantized
 
 
-def _sums_int8_in_32_bits() -> bool:
-    """True on an x86 CPU with VNNI or AMX int8 (Linux: read from /proc/cpuinfo)."""
-    try:
-        flags = CPUINFO.read_text()
-    except OSError:
-        return False
-    vnni = re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags)
-    return torch.backends.quantized.engine in ("x86", "fbgemm") and vnni is not None
+def _sums_int8_in_32_bits(vnni: bool | None = None) -> bool:
+    """True where the x86 (fbgemm) engine runs on cores with AVX-512 VNNI (or on the features given)."""
+    if vnni is None:
+        vnni = torch.cpu._is_vnni_supported()
+    return vnni and torch.backends.quantized.engine in ("x86", "fbgemm")
 
 
 def is_quantized(model: nn.Module) -> bool:

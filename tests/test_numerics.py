@@ -45,12 +45,9 @@ def test_8_bit_activations_are_closer_to_fp32_than_7_bit(module: nn.Module) -> N
     assert full < 0.7 * reduced, (full, reduced)
 
 
-def test_full_range_only_where_int8_products_are_summed_in_32_bits(tmp_path, monkeypatch) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(numerics, "CPUINFO", cpuinfo)
+def test_full_range_only_where_int8_products_are_summed_in_32_bits(monkeypatch) -> None:
     monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
-    assert not numerics._sums_int8_in_32_bits()  # unreadable
-    for flags, expected in (("fpu avx2 fma", False), ("fpu avx512f avx512_vnni", True), ("avx_vnni", True),
-                            ("amx_bf16 amx_int8 amx_tile", True), ("avx512_vnnix", False)):
-        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert numerics._sums_int8_in_32_bits() is expected, flags
+    assert numerics._sums_int8_in_32_bits(vnni=True) and not numerics._sums_int8_in_32_bits(vnni=False)
+    assert numerics._sums_int8_in_32_bits() is torch.cpu._is_vnni_supported()  # this machine's cores
+    monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")  # ARM: no reduce_range to lift
+    assert not numerics._sums_int8_in_32_bits(vnni=True)

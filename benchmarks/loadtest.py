@@ -1,6 +1,6 @@
 """Load test of scripts/serve.py on loopback: latency percentiles and sentences/s at 1, 8 and 32 clients.
 
-    python -m benchmarks.loadtest model_file=runs/X/model.pt [clients=[1,8,32]] [beam_size=5]   (conf/loadtest.yaml)
+    python -m benchmarks.loadtest model_file=runs/X/model.pt [clients=[1,8,32]] [beam_size=5]   (conf/benchmarks/loadtest.yaml)
 
 Starts the real server on a free 127.0.0.1 port, then, for each number of concurrent clients, keeps that
 many requests of `lines_per_request` test sentences in flight until `requests` have been answered or
@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import machine, publish
-from seq2seq.translator import OPTIONS, Translator
+from seq2seq.inference.translator import OPTIONS, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="loadtest")
+@hydra.main(version_base="1.3", config_path="../conf/benchmarks", config_name="loadtest")
 def main(cfg: DictConfig) -> None:
     publish(run(cfg), table, cfg.output)
 

@@ -1,6 +1,6 @@
 """Throughput and model-FLOP utilisation on Multi30k, ours and (optionally) Joey NMT's, in one run.
 
-    python benchmarks/speed.py [peer=joey] [model_file=runs/.../model.pt] [steps=60]   (conf/benchmark.yaml)
+    python benchmarks/speed.py [peer=joey] [model_file=runs/.../model.pt] [steps=60]   (conf/benchmarks/speed.yaml)
 
 Every figure is measured here, on these cores, in this process (or its Joey subprocesses):
   training    target and source+target tokens/s over `steps` optimizer steps after `warmup` steps,
@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import TokenMeter, machine, publish
-from seq2seq.loss import smoothed_loss
-from seq2seq.module import TranslationModule
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.training.lightning_module import TranslationModule
+from seq2seq.training.loss import smoothed_loss
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -218,7 +218,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+@hydra.main(version_base="1.3", config_path="../conf/benchmarks", config_name="speed")
 def main(cfg: DictConfig) -> None:
     publish(run(cfg), table, cfg.output)
 

@@ -2,7 +2,7 @@
 translate side by side, in one run.
 
     python -m benchmarks.translation model_file=runs/X/model.pt [peer=joey] [ensemble=[a.pt,b.pt]]
-                                                                            (conf/translation_benchmark.yaml)
+                                                                            (conf/benchmarks/translation.yaml)
 
 Each measurement runs in a fresh process (so its peak resident memory is its own): load the model,
 translate 64 sentences to warm up, then the whole split in one call as translate.py does; it reports
@@ -28,7 +28,7 @@ import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import machine, publish
 from benchmarks.speed import joey_translate_throughput
 from seq2seq.evaluation import corpus_scores
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 NUMERICS = {"fp32": {}, "bf16": {"precision": "bf16"}, "int8": {"quantize": "int8"}}
 
@@ -120,7 +120,7 @@ def table(results: dict) -> str:
     return "\n".join(out)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="translation_benchmark")
+@hydra.main(version_base="1.3", config_path="../conf/benchmarks", config_name="translation")
 def main(cfg: DictConfig) -> None:
     publish(run(cfg), table, cfg.output)
 

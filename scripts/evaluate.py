@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     from seq2seq.config import ConfigError
     from seq2seq.data.sources import DataError
     from seq2seq.evaluation import LABELS, corpus_scores
-    from seq2seq.translator import Translator
+    from seq2seq.inference.translator import Translator
 
     @user_errors
     def run() -> None:

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     from seq2seq.cli import user_errors
-    from seq2seq.service import Limits, server
-    from seq2seq.translator import OPTIONS, Translator
+    from seq2seq.inference.service import Limits, server
+    from seq2seq.inference.translator import OPTIONS, Translator
 
     @user_errors
     def run() -> None:

@@ -16,8 +16,8 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from seq2seq.cli import user_errors
-    from seq2seq.sweep import job_errors
-    from seq2seq.train import train
+    from seq2seq.training.sweep import job_errors
+    from seq2seq.training.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     results = (job_errors if multirun else user_errors)(train)(cfg)

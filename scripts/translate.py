@@ -18,13 +18,13 @@ from seq2seq.cli import check_command_line
 from seq2seq.config import ConfigError
 
 if TYPE_CHECKING:
-    from seq2seq.translator import Translator
+    from seq2seq.inference.translator import Translator
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translate")
 def main(cfg: DictConfig) -> None:
     from seq2seq.cli import input_lines, output_file, user_errors
-    from seq2seq.translator import Translator
+    from seq2seq.inference.translator import Translator
 
     @user_errors
     def run() -> None:

@@ -10,7 +10,7 @@ def main(cfg: DictConfig) -> None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from seq2seq.cli import user_errors
-    from seq2seq.validate import validate
+    from seq2seq.training.validate import validate
 
     results = user_errors(validate)(cfg)
     if rank_zero_only.rank == 0:

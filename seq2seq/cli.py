@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from seq2seq.atomic_files import RunError, atomic_text
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError, iter_lines, open_text
-from seq2seq.files import RunError, atomic_text
 from seq2seq.modelfile import ModelFileError
 
 USER_ERRORS = (ConfigError, DataError, ModelFileError, RunError)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
@@ -142,8 +143,27 @@ def from_dict(cls: type, values: dict, group: str):
     return cls(**values)
 
 
+def cpu_precision(avx512_bf16: bool | None = None, amx: bool | None = None) -> str:
+    """The CPU recipe's training precision, ``trainer.precision: ${cpu_precision:}``: "bf16-mixed" where the
+    cores have AVX-512 BF16 and no AMX, "32-true" everywhere else (or for the features given).
+
+    Measured on both kinds of server CPU (docs/benchmarks.md): bf16 autocast trains faster than fp32 on
+    AVX-512 BF16 cores without AMX and slower on Intel's AMX cores; cores without AVX-512 BF16 emulate
+    bfloat16 matmuls. Set ``trainer.precision`` explicitly to override.
+    """
+    import torch  # only when a config asks
+
+    if avx512_bf16 is None:
+        avx512_bf16 = torch.cpu._is_avx512_bf16_supported()
+    if amx is None:
+        amx = torch.cpu._is_amx_tile_supported()
+    return "bf16-mixed" if avx512_bf16 and not amx else "32-true"
+
+
 def register() -> None:
-    """Make the dataclasses Hydra configs: conf/<group>/*.yaml list `base` first in their defaults."""
+    """Make the dataclasses Hydra configs (conf/<group>/*.yaml list `base` first in their defaults) and
+    register the resolvers the YAML files use: ``${cpu_precision:}``."""
+    OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
     store = ConfigStore.instance()
     store.store(group="model", name="base", node=ModelConfig)
     store.store(group="decoding", name="base", node=DecodingConfig)

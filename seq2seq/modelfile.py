@@ -2,8 +2,9 @@
 
 It is a plain dict saved with torch.save and loaded with ``weights_only=True``, so loading never
 runs code from the file. A Lightning checkpoint of ours (``*.ckpt``) loads the same way. Model files
-and checkpoints (seq2seq.callbacks.AtomicCheckpointIO) are written atomically (seq2seq.files): a process killed while
-saving leaves the previous file intact, never a truncated one.
+and checkpoints (seq2seq.training.callbacks.AtomicCheckpointIO) are written atomically
+(seq2seq.atomic_files): a process killed while saving leaves the previous file intact, never a
+truncated one.
 """
 import logging
 import pickle
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from seq2seq.atomic_files import atomic_save
 from seq2seq.config import DecodingConfig, ModelConfig, from_dict
 from seq2seq.data.tokenizer import PAD, Tokenizer
-from seq2seq.files import atomic_save
 from seq2seq.model import EncoderDecoder
 
 FORMAT = "seq2seq-gru/1"

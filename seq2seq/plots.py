@@ -14,7 +14,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from seq2seq.files import atomic_binary
+from seq2seq.atomic_files import atomic_binary
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from seq2seq.atomic_files import atomic_write_text
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError
 from seq2seq.evaluation import LABELS, METRICS, corpus_scores
-from seq2seq.files import atomic_write_text
 from seq2seq.plots import bucket_chart, save
 
 EDGES = (5, 10, 15, 20, 25, 30, 40)  # upper ends of the source-length buckets, in words

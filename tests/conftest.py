@@ -105,7 +105,7 @@ def multi30k() -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, multi30k) -> dict:
     """A tiny model trained for two short epochs on 3,000 Multi30k pairs: results and run folder."""
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", [*TINY, "data.train_limit=3000", "data.eval_limit=300", "trainer.max_epochs=2",

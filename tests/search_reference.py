@@ -1,6 +1,6 @@
 """Greedy and beam search as they were before finished sentences left the batch (commit 7a1c61a).
 
-Kept verbatim as the reference that seq2seq.search must reproduce: tests/test_search.py compares both.
+Kept verbatim as the reference that seq2seq.inference.search must reproduce: tests/test_search.py compares both.
 """
 import torch
 

@@ -10,8 +10,8 @@ from conftest import MULTI30K, TINY, compose_config, run_script, tiny_model_file
 from seq2seq import modelfile
 from seq2seq.cli import check_command_line, user_errors
 from seq2seq.data.sources import read_lines
-from seq2seq.train import train
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.training.train import train
 
 
 @pytest.fixture(scope="module")

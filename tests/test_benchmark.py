@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow  # every test here trains a model or starts proces
 
 def test_benchmark_measures_training_and_translation(trained_run, tmp_path) -> None:
     vocab, emb = 500, 32
-    cfg = compose_config("benchmark", [
+    cfg = compose_config("benchmarks/speed", [
         f"model.input_size={emb}", "model.hidden_size=32", f"data.tokenizer.vocab_size={vocab}",
         "data.train_limit=2000", "data.eval_limit=40", f"data.source.path={MULTI30K}", "warmup_steps=2",
         "steps=3", "precisions=[32-true]", "beams=[1,2]", f"model_file={trained_run['model_file']}",

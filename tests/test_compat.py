@@ -8,7 +8,7 @@ import torch
 from conftest import FIXTURES, TINY, checkpoint, compose_config
 from seq2seq import modelfile
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 
 @pytest.mark.parametrize("name", ["model_v1.pt", "last_v1.ckpt"])
@@ -32,7 +32,7 @@ def test_old_model_file_keeps_its_weights_and_settings() -> None:
 @pytest.mark.slow
 def test_old_checkpoint_resumes_training(tmp_path) -> None:
     """resume=true from a last.ckpt written by the old code: it continues at its global step."""
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     old = checkpoint(FIXTURES / "last_v1.ckpt")
     (tmp_path / "checkpoints").mkdir()

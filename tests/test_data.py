@@ -13,11 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import MULTI30K, compose_config
-from seq2seq.data import DataError, Tokenizer, TranslationDataModule
+from seq2seq.data import DataError, Tokenizer
 from seq2seq.data.batching import TokenBatchSampler, collate
 from seq2seq.data.sources import load_split as load_split_into
 from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import BOS, EOS, PAD, UNK
+from seq2seq.training.datamodule import TranslationDataModule
 
 PAIRS = [("A dog runs.", "Ein Hund läuft."), ("", ""), ("Two men, one car.", "Zwei Männer, ein Auto.")]
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -301,7 +302,7 @@ def test_malformed_lines_are_named_by_file_and_line(tmp_path: Path, format: str,
 
 def test_a_malformed_line_ends_training_with_one_error_line(tmp_path: Path, capfd) -> None:
     from seq2seq.cli import user_errors
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     data = tmp_path / "data"
     data.mkdir()
@@ -494,7 +495,7 @@ def test_hub_reader_finds_a_nested_translation_column_and_save_to_disk_folders(t
 def test_tokenizer_sample_is_random_runs_of_rows(n: int, size: int) -> None:
     """The SentencePiece sample: `size` distinct rows, sorted; from a corpus twice its size or more, in many
     separate runs (100 drawn, some adjacent) spread over the whole corpus."""
-    from seq2seq.data.datamodule import sample_rows
+    from seq2seq.training.datamodule import sample_rows
 
     rows = sample_rows(n, size)
     assert len(rows) == size == len(set(rows.tolist())) and rows.min() >= 0 and rows.max() < n

@@ -13,15 +13,15 @@ import pytest
 from hydra.utils import instantiate
 
 from conftest import CONF, MULTI30K, ROOT, TINY, checkpoint, compose_config
-from seq2seq import train as train_mod
+from seq2seq.atomic_files import RunError
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import corpus_scores
-from seq2seq.files import RunError
-from seq2seq.train import shared_tokenizer, train
-from seq2seq.translator import Translator
-from seq2seq.validate import validate
+from seq2seq.inference.translator import Translator
+from seq2seq.training import train as train_mod
+from seq2seq.training.train import shared_tokenizer, train
+from seq2seq.training.validate import validate
 
 pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
 
@@ -36,7 +36,7 @@ ENTRY = '''import json
 import os
 import hydra
 import seq2seq.config
-from seq2seq.{name} import {name}
+from seq2seq.training.{name} import {name}
 
 
 @hydra.main(version_base="1.3", config_path={conf!r}, config_name="{name}")

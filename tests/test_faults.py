@@ -16,19 +16,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from conftest import MULTI30K, ROOT, TINY, checkpoint, compose_config, run_script, tiny_model_file, tiny_tokenizer
-from seq2seq import lock as lock_mod
-from seq2seq import train as train_mod
-from seq2seq.callbacks import HistoryCSVLogger
+from seq2seq.atomic_files import RunError, atomic_save
 from seq2seq.cli import output_file
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler
 from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.files import RunError, atomic_save
-from seq2seq.lock import RunLock
 from seq2seq.model import EncoderDecoder
 from seq2seq.modelfile import load_model
 from seq2seq.plots import read_metrics
-from seq2seq.train import shared_tokenizer, train
+from seq2seq.training import lock as lock_mod
+from seq2seq.training import train as train_mod
+from seq2seq.training.callbacks import HistoryCSVLogger
+from seq2seq.training.lock import RunLock
+from seq2seq.training.train import shared_tokenizer, train
 
 pytestmark = pytest.mark.slow  # every test here trains a model or starts processes
 
@@ -37,7 +37,7 @@ KILL_AT_STEP = 17  # in the second epoch, two steps after the step checkpoint at
 # A tiny deterministic run (no dropout) that keeps last.ckpt every STEP_CHECKPOINTS steps and records its batches.
 RUN = [*TINY, "model.dropout=0.0", "data.train_limit=300", "data.eval_limit=60", "trainer.max_epochs=2",
        "decoding.beam_size=1", "decoding.max_len=20", "logger={}", "++callbacks.throughput=null", "++callbacks.curves=null",
-       "++trainer.plugins=[{_target_:seq2seq.callbacks.AtomicCheckpointIO}]",
+       "++trainer.plugins=[{_target_:seq2seq.training.callbacks.AtomicCheckpointIO}]",
        "+callbacks.step_checkpoint._target_=lightning.pytorch.callbacks.ModelCheckpoint",
        "+callbacks.step_checkpoint.dirpath=${paths.run_dir}/checkpoints",
        f"+callbacks.step_checkpoint.every_n_train_steps={STEP_CHECKPOINTS}",
@@ -403,7 +403,7 @@ def test_resume_from_a_damaged_checkpoint_names_it(tmp_path, capsys):
 
 def lock_holder(folder: Path) -> subprocess.Popen:
     """Another process holding the run lock of `folder` until killed (it prints a line once it holds it)."""
-    code = ("import sys, time; from pathlib import Path; from seq2seq.lock import RunLock\n"
+    code = ("import sys, time; from pathlib import Path; from seq2seq.training.lock import RunLock\n"
             "with RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})

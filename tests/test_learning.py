@@ -10,8 +10,8 @@ from conftest import TINY, compose_config
 from seq2seq import modelfile
 from seq2seq.config import ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seq2seq.inference.search import greedy, output_limits, strip
 from seq2seq.model import EncoderDecoder
-from seq2seq.search import greedy, output_limits, strip
 
 VOCAB, FIRST_SYMBOL, MIN_LEN, MAX_LEN = 20, 4, 3, 8  # symbols 4..19 (0..3 are PAD UNK BOS EOS)
 
@@ -91,7 +91,7 @@ COSINE = [*TINY, "data.train_limit=300", "data.eval_limit=20", "optim.schedule=c
 
 @pytest.mark.slow
 def test_cosine_schedule_spends_a_step_budget(tmp_path, multi30k) -> None:
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     train(compose_config("train", [*COSINE, "trainer.max_steps=30", "trainer.max_epochs=100"], tmp_path))
     with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
@@ -103,7 +103,7 @@ def test_cosine_schedule_spends_a_step_budget(tmp_path, multi30k) -> None:
 
 @pytest.mark.slow
 def test_cosine_schedule_spends_a_time_budget(tmp_path, multi30k) -> None:
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     train(compose_config("train", [*COSINE, "trainer.max_time=00:00:00:15", "trainer.max_epochs=1000"], tmp_path))
     with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
@@ -119,7 +119,7 @@ def test_ema_weights_are_validated_checkpointed_and_written(tmp_path, multi30k) 
     """callbacks.ema (the CPU recipe's): checkpoints hold the moving average as their weights (the raw ones
     beside them, for resuming), and the model file is made of the average."""
     from conftest import checkpoint
-    from seq2seq.train import train
+    from seq2seq.training.train import train
 
     ema = "callbacks.ema={_target_:lightning.pytorch.callbacks.EMAWeightAveraging,decay:0.9}"
     train(compose_config("train", [*COSINE, ema, "trainer.max_steps=8", "+trainer.val_check_interval=4"], tmp_path))

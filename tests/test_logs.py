@@ -21,7 +21,7 @@ def test_a_run_without_terminal_reports_progress_once_per_line(tmp_path):
     assert console.count("Seed set to 1234") == 1  # Lightning's own handler and Hydra's both printed it
     for noise in ("💡", "LeafSpec", "flops_per_batch"):
         assert noise not in console
-    progress = [line for line in console.splitlines() if "seq2seq.callbacks" in line and "tgt tok/s" in line]
+    progress = [line for line in console.splitlines() if "seq2seq.training.callbacks" in line and "tgt tok/s" in line]
     validations = [line for line in progress if "val loss" in line]
     assert len(validations) == 2  # one per epoch
     assert re.search(r"epoch 1 step \d+ \| train loss [\d.]+ \| val loss [\d.]+ ppl [\d.]+ BLEU [\d.]+ chrF [\d.]+ \| "

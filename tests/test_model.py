@@ -167,18 +167,23 @@ def test_the_logits_of_some_rows_are_those_rows_of_all_logits(attention: str) ->
 
 @pytest.mark.parametrize("layers, bias", [(1, True), (2, True), (2, False)])
 def test_search_steps_the_gru_as_nn_gru_does(layers: int, bias: bool) -> None:
-    """Without gradients on CPU a step looks its first-layer input gates up in a table (decoder.py): the
-    same logits and state as nn.GRU's step, also after the weights have changed (training goes on)."""
+    """Without gradients on CPU search looks the first-layer input gates up in a table (inference/cpu_step.py):
+    the same logits and state as nn.GRU's step, also after the weights have changed (training goes on)."""
+    from seq2seq.inference.ensemble import Ensemble
+
     m = model("luong", num_layers=layers, bias=bias)
     src, lens = source(LENS)
-    memory, h_0 = m.encode(src, lens)
     prev, calls = torch.randint(1, V_TGT, (3, 1)), []
     m.decoder.rnn.register_forward_hook(lambda *args: calls.append(1))
     for _ in range(2):
-        reference = m.decoder(prev, h_0, memory)  # with gradients: nn.GRU
+        memory, h_0 = m.encode(src, lens)
+        logits, hidden, attn = m.decoder(prev, h_0, memory)  # with gradients: nn.GRU
         with torch.no_grad():
-            for a, b in zip(m.decoder(prev, h_0, memory), reference):
-                torch.testing.assert_close(a, b)
+            ensemble = Ensemble([m])  # a new ensemble (a new validation batch) keeps the decoder's table
+            logp, state, attn_too = ensemble.step(prev, ensemble.encode(src, lens))
+            torch.testing.assert_close(logp, torch.log_softmax(logits[:, -1], -1))
+            torch.testing.assert_close(state.per_model[0][1], hidden)
+            torch.testing.assert_close(attn_too, attn)
             m.decoder.embed.weight.add_(0.5)  # an optimizer step
             m.decoder.rnn.weight_ih_l0.mul_(1.5)
     assert len(calls) == 2  # only the reference steps called nn.GRU
@@ -200,7 +205,7 @@ def test_tied_embeddings_need_one_vocabulary() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dtype) -> None:
-    from seq2seq.loss import smoothed_loss
+    from seq2seq.training.loss import smoothed_loss
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(4, 6, V_TGT, generator=g)).to(dtype).requires_grad_()
     target = torch.randint(1, V_TGT, (4, 6), generator=g)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq import numerics
+from seq2seq.inference import numerics
 
 
 def quantized_error(module: nn.Module, x: torch.Tensor, full_range: bool) -> float:

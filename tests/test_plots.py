@@ -13,10 +13,10 @@ from seq2seq import modelfile
 from seq2seq.config import ModelConfig
 from seq2seq.data.tokenizer import PAD, Tokenizer
 from seq2seq.evaluation import METRICS, corpus_scores
+from seq2seq.inference.translator import Translator
 from seq2seq.model import EncoderDecoder
 from seq2seq.plots import PANELS, attention_map, save, training_curves
 from seq2seq.report import write_report
-from seq2seq.translator import Translator
 
 LINES = ["A dog runs through the grass.", "", "Two men are playing football on a green field.", "A woman sings."]
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import compose_config
-from seq2seq.precision import cpu_precision
+from seq2seq.config import cpu_precision
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16-mixed"), (True, True, "32-true"),

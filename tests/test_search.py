@@ -7,9 +7,9 @@ from test_model import source
 
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
-from seq2seq.ensemble import Ensemble
+from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.search import argmax, beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 from seq2seq.model import EncoderDecoder
-from seq2seq.search import argmax, beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 
 VOCAB = 17
 LENS = [6, 1, 9, 3, 4]

@@ -6,7 +6,7 @@ import pytest
 from benchmarks.loadtest import call, load, running_server
 from conftest import MULTI30K
 from seq2seq.data.sources import read_lines
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 pytestmark = pytest.mark.slow
 

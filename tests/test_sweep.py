@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from conftest import MULTI30K, ROOT, TINY
 from seq2seq.plots import read_metrics
-from seq2seq.sweep import ERROR, RECORD, SweepReport
+from seq2seq.training.sweep import ERROR, RECORD, SweepReport
 
 # Tiny jobs of a few seconds: two validations for a curve, a throughput window that fills.
 QUICK = [*TINY, f"data.source.path={MULTI30K}", "data.train_limit=1000", "data.eval_limit=50", "trainer.max_epochs=2",

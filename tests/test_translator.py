@@ -11,7 +11,7 @@ import pytest
 
 from conftest import MULTI30K, ROOT, run_script, tiny_model_file
 from seq2seq.data.sources import read_lines
-from seq2seq.translator import Hypothesis, Translator
+from seq2seq.inference.translator import Hypothesis, Translator
 
 LINES = ["A dog runs through the park.", "", "Two men are talking on a street corner.",
          "A little girl in a pink dress climbs the stairs.", "People.", "A man sleeps on a bench."]
@@ -152,7 +152,7 @@ def test_tune_alpha_stores_the_length_penalty_with_the_best_val_bleu(trained_run
     import datasets
     import sacrebleu
 
-    from seq2seq.train import tune_alpha
+    from seq2seq.training.train import tune_alpha
 
     path = Path(shutil.copy(trained_run["model_file"], tmp_path / "model.pt"))
     srcs, refs = read_lines(MULTI30K / "val.en.gz")[:150], read_lines(MULTI30K / "val.de.gz")[:150]

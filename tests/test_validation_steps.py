@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config
-from seq2seq.module import TranslationModule
-from seq2seq.train import train
+from seq2seq.training.lightning_module import TranslationModule
+from seq2seq.training.train import train
 
 STEP_CHECKPOINT = ("+callbacks.step_checkpoint={_target_: lightning.pytorch.callbacks.ModelCheckpoint, "
                    "dirpath: '${paths.run_dir}/checkpoints', filename: 'step{step}', auto_insert_metric_name: false, "

@@ -1,13 +1,10 @@
-"""Data: readers, SentencePiece, batching and the DataModule (imported on first use: it needs Lightning)."""
+"""Data: readers, SentencePiece and token-budget batching, shared by training and translation."""
+from seq2seq import compat
 from seq2seq.data.sources import DataError
 from seq2seq.data.tokenizer import Tokenizer
 
-__all__ = ["DataError", "Tokenizer", "TranslationDataModule"]
+__all__ = ["DataError", "Tokenizer"]
 
 
-def __getattr__(name: str):
-    if name == "TranslationDataModule":  # translate/evaluate start faster without Lightning
-        from seq2seq.data.datamodule import TranslationDataModule
-
-        return TranslationDataModule
-    raise AttributeError(name)
+def __getattr__(name: str) -> object:  # old paths, e.g. seq2seq.data.TranslationDataModule
+    return compat.moved_name(__name__, name)

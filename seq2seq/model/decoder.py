@@ -6,16 +6,18 @@
   none      the plain model: only h_0 carries the source.
 A readout layer tanh(W [h_t; c_t]) (B, T, R) feeds the output projection to the vocabulary.
 
-Search on CPU in fp32 (luong, none) steps the GRU itself: the first layer's input gates W_ih e + b_ih of
-every target piece are one (V, 3H) table, computed once for the current weights, so a step looks its
-rows up instead of multiplying (B, E) x (E, 3H); the rest is nn.GRU's cell arithmetic, op for op.
+Search may step the GRU its own way (``gru_step``: seq2seq/inference/cpu_step.py looks the first
+layer's input gates up in a table); the model itself always runs ``nn.GRU``.
 """
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.model.attention import ATTENTION, Memory
 from seq2seq.model.dropout import FastDropout
+
+GRUStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class Decoder(nn.Module):
@@ -32,27 +34,27 @@ class Decoder(nn.Module):
                           dropout=dropout if num_layers > 1 else 0.0)
         self.readout = nn.Linear(hidden_size + (memory_size if self.attention else 0), readout_size)
         self.output = nn.Linear(readout_size, vocab_size)
-        self._gates, self._gates_of = None, None  # the input-gate table and the weights it was computed from
 
     def memory(self, values: torch.Tensor, mask: torch.Tensor) -> Memory:
         """Encoder output (B, S, M) and source mask (B, S) -> Memory with keys projected once."""
         keys = self.attention.keys(values) if self.attention is not None else None
         return Memory(values, keys, mask)
 
-    def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory, rows: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory, rows: torch.Tensor | None = None,
+                gru_step: GRUStep | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tgt_in (B, T), hidden (L, B, H) -> logits (B, T, V), hidden (L, B, H), attn (B, T, S) | None.
 
         Teacher forcing passes the whole shifted target; search passes T = 1 and the returned state,
         and may ask for the logits of some rows only, (N, T, V) for `rows` (N,): the output projection
         is most of a step's arithmetic, and a beam's ended hypotheses need none. The memory may hold one
-        row per K rows of tgt_in (a sentence's beam: attention.py).
+        row per K rows of tgt_in (a sentence's beam: attention.py). ``gru_step`` (T = 1, luong and none
+        only) replaces embedding and nn.GRU: prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden.
         """
         if self.feeds_context:
             out, ctx, attn, hidden = self._step_by_step(self.dropout(self.embed(tgt_in)), hidden, memory)
         else:
-            if self._looks_up_gates(tgt_in):
-                out, hidden = self._gru_step(tgt_in[:, 0], hidden)
+            if gru_step is not None:
+                out, hidden = gru_step(tgt_in[:, 0], hidden)
             else:
                 out, hidden = self.rnn(self.dropout(self.embed(tgt_in)), hidden)  # (B, T, H): one fused call
             ctx, attn = self.attention(out, memory) if self.attention is not None else (None, None)
@@ -69,33 +71,3 @@ class Decoder(nn.Module):
             out, hidden = self.rnn(torch.cat([x[:, t : t + 1], ctx.to(x.dtype)], dim=-1), hidden)
             outs.append(out), ctxs.append(ctx), attns.append(attn)
         return torch.cat(outs, 1), torch.cat(ctxs, 1), torch.cat(attns, 1), hidden
-
-    def _looks_up_gates(self, tgt_in: torch.Tensor) -> bool:
-        """One step of search (no gradients) in fp32 on CPU by an nn.GRU (not an int8 one)."""
-        return (tgt_in.size(1) == 1 and not torch.is_grad_enabled() and tgt_in.device.type == "cpu"
-                and type(self.rnn) is nn.GRU and not torch.is_autocast_enabled("cpu"))
-
-    def _gru_step(self, prev: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden (L, B, H): self.rnn's step, the arithmetic
-        of ATen's GRU cell (r, z, n gates; h' = (h - n) * z + n), first-layer input gates looked up."""
-        x, states = None, []
-        for layer, h in enumerate(hidden):
-            w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, f"{name}_l{layer}", None)
-                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            gi = self._input_gates().index_select(0, prev) if layer == 0 else F.linear(x, w_ih, b_ih)  # (B, 3H)
-            i_r, i_z, i_n = gi.chunk(3, 1)
-            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, 1)
-            r, z = (h_r + i_r).sigmoid(), (h_z + i_z).sigmoid()
-            n = (i_n + h_n * r).tanh()
-            x = (h - n) * z + n  # (B, H)
-            states.append(x)
-        return x.unsqueeze(1), torch.stack(states)
-
-    def _input_gates(self) -> torch.Tensor:
-        """(V, 3H): W_ih e + b_ih of the first GRU layer for every target embedding e, recomputed when
-        a weight has changed (training goes on between validations)."""
-        weights = (self.embed.weight, self.rnn.weight_ih_l0, getattr(self.rnn, "bias_ih_l0", None))
-        of = [(w.data_ptr(), w._version) for w in weights if w is not None]
-        if of != self._gates_of:
-            self._gates, self._gates_of = F.linear(*weights), of
-        return self._gates

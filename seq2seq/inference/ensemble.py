@@ -1,6 +1,6 @@
 """What search decodes with: one EncoderDecoder, or several whose per-step log-probabilities are averaged.
 
-Search (seq2seq/search.py) sees only this interface: ``encode`` a source batch into a ``State``, ``step``
+Search (search.py) sees only this interface: ``encode`` a source batch into a ``State``, ``step``
 one target token per row to log-probabilities (B*K, V), and ``State`` methods that give each sentence K
 rows (beam), reorder rows within their sentences, and drop finished sentences. A single model is an
 ensemble of one, so there is one search code path; the log-probabilities of one model are exactly its
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seq2seq.inference.cpu_step import table_step
 from seq2seq.model import EncoderDecoder
 from seq2seq.model.attention import Memory
 
@@ -24,21 +25,21 @@ def rows_of(sentences: torch.Tensor, k: int) -> torch.Tensor:
 class State:
     """Each member's attention memory over (B, S, M), one row per sentence, and decoder state (L, B*K, H):
     K rows per sentence (its beam; 1 in greedy search), consecutive."""
-    members: list[tuple[Memory, torch.Tensor]]
+    per_model: list[tuple[Memory, torch.Tensor]]
 
     def expand(self, k: int) -> "State":
         """K rows per sentence, each a copy of its decoder state; the memory stays one row per sentence."""
-        return State([(memory, hidden.repeat_interleave(k, dim=1)) for memory, hidden in self.members])
+        return State([(memory, hidden.repeat_interleave(k, dim=1)) for memory, hidden in self.per_model])
 
     def select(self, index: torch.Tensor, k: int = 1) -> "State":
         """Sentences `index` (N,) of the batch, in that order, with their K rows each."""
         rows = rows_of(index, k)
-        return State([(memory.select(index), hidden.index_select(1, rows)) for memory, hidden in self.members])
+        return State([(memory.select(index), hidden.index_select(1, rows)) for memory, hidden in self.per_model])
 
     def reorder(self, index: torch.Tensor) -> "State":
         """Decoder states of rows `index`, memory unchanged: for beam reordering, whose rows stay
         within their sentence."""
-        return State([(memory, hidden.index_select(1, index)) for memory, hidden in self.members])
+        return State([(memory, hidden.index_select(1, index)) for memory, hidden in self.per_model])
 
 
 class Ensemble(nn.Module):
@@ -73,16 +74,17 @@ class Ensemble(nn.Module):
 
         The attention is the members' mean (members without attention left out).
         """
-        logps, attns, members = [], [], []
-        for model, (memory, hidden) in zip(self.members, state.members):
-            logits, hidden, attn = model.decoder(prev, hidden, memory, rows)
+        logps, attns, per_model = [], [], []
+        for model, (memory, hidden) in zip(self.members, state.per_model):
+            table = table_step(model.decoder)  # the CPU fp32 GRU step (cpu_step.py)
+            logits, hidden, attn = model.decoder(prev, hidden, memory, rows, table if table.applies(prev) else None)
             logps.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
-            members.append((memory, hidden))
+            per_model.append((memory, hidden))
             if attn is not None:
                 attns.append(attn)
         logp = logps[0] if len(logps) == 1 else torch.stack(logps).mean(0)
         attn = None if not attns else attns[0] if len(attns) == 1 else torch.stack(attns).mean(0)
-        return logp, State(members), attn
+        return logp, State(per_model), attn
 
 
 def as_ensemble(model: "EncoderDecoder | Ensemble") -> Ensemble:

@@ -17,16 +17,16 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from seq2seq.atomic_files import atomic_save
 from seq2seq.config import ConfigError
 from seq2seq.data.tokenizer import PAD
-from seq2seq.files import atomic_save
 from seq2seq.plots import save, training_curves
 
 log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written with seq2seq.files.atomic_save. Lightning's own save renames from the
+    """Lightning checkpoints written with seq2seq.atomic_files.atomic_save. Lightning's own save renames from the
     system temp folder, which is a plain, interruptible copy when that folder is on another file system."""
 
     def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:

@@ -7,10 +7,10 @@ from omegaconf import DictConfig
 
 from seq2seq import modelfile
 from seq2seq.cli import tidy_logging
-from seq2seq.data import TranslationDataModule
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.module import TranslationModule
-from seq2seq.train import instantiate_group, make_trainer
+from seq2seq.training.builders import instantiate_group, make_trainer
+from seq2seq.training.datamodule import TranslationDataModule
+from seq2seq.training.lightning_module import TranslationModule
 
 
 def validate(cfg: DictConfig) -> dict:

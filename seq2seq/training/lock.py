@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from seq2seq.files import RunError
+from seq2seq.atomic_files import RunError
 
 HEARTBEAT_S = 5.0  # how often the holder touches the lock file
 NAME = ".lock"

@@ -7,7 +7,7 @@ kernel, in each precision:
     optimizer (load on the machine falls on both alike);
   - `rounds` Lightning runs of every variant, interleaved: target tokens per second and per CPU-second.
 
-    python -m benchmarks.cpu_speedups [--steps 60] [--warmup 10] [--rounds 2] [--threads N]
+    python -m benchmarks.fused_adam [--steps 60] [--warmup 10] [--rounds 2] [--threads N]
 """
 import argparse
 import json
@@ -26,8 +26,8 @@ from omegaconf import OmegaConf
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import TokenMeter, machine
 from benchmarks.speed import forward_backward
-from seq2seq.module import TranslationModule
-from seq2seq.precision import cpu_precision
+from seq2seq.config import cpu_precision
+from seq2seq.training.lightning_module import TranslationModule
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="Lightning runs of every variant (0: none)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default="cpu_speedups.json")
+    parser.add_argument("--output", default="fused_adam.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """CPU data-parallel scaling: training throughput (target tokens/s) of 1 process vs 2 DDP processes.
 
-    python -m benchmarks.scaling [--steps 30] [--warmup 5] [--setups 1x1,1x2,2x1] [train overrides ...]
+    python -m benchmarks.ddp_scaling [--steps 30] [--warmup 5] [--setups 1x1,1x2,2x1] [train overrides ...]
 
 A setup PxT is P processes (P > 1: DDP over gloo, trainer=ddp_cpu) with T threads each; every setup
 trains the same model from scratch for warmup + steps optimizer steps in a fresh process and is
@@ -42,7 +42,7 @@ def main() -> None:
 def measure(setup: str, run_dir: str, args: argparse.Namespace) -> dict:
     """Run one setup in a fresh process (threads fixed before torch starts); its JSON result."""
     processes, threads = setup.split("x")
-    cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", processes, threads, run_dir,
+    cmd = [sys.executable, "-m", "benchmarks.ddp_scaling", "--worker", processes, threads, run_dir,
            "--steps", str(args.steps), "--warmup", str(args.warmup), *args.overrides]
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -61,7 +61,7 @@ def worker(processes: int, threads: int, run_dir: Path, warmup: int, steps: int,
 
     import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
     from benchmarks.meter import TokenMeter
-    from seq2seq.train import make_trainer, new_module, shared_tokenizer
+    from seq2seq.training.train import make_trainer, new_module, shared_tokenizer
 
     torch.set_num_threads(threads)
     trainer_cfg = ["trainer=cpu"] if processes == 1 else ["trainer=ddp_cpu", f"trainer.devices={processes}"]

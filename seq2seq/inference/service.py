@@ -16,7 +16,7 @@ import litserve
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 
 @dataclass

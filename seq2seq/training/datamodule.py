@@ -27,7 +27,7 @@ SAMPLE_RUN = 1_000  # the tokenizer's sample: consecutive pairs read from each r
 ROWS_PER_PROCESS = 100_000  # num_proc=null: one tokenizing process per this many pairs, at most one per core
 
 
-class Encoder:
+class PairEncoder:
     """The batched map function {src, tgt} -> {id, src_ids, tgt_ids, src_len, tgt_len} (a class, so that
     datasets' worker processes receive it pickled: the tokenizer travels as its model bytes)."""
 
@@ -166,7 +166,7 @@ class TranslationDataModule(L.LightningDataModule):
         features = datasets.Features({**({"tgt": datasets.Value("string")} if keep_text else {}),
                                       "id": datasets.Value("int64"), "src_ids": ids, "tgt_ids": ids,
                                       "src_len": datasets.Value("int32"), "tgt_len": datasets.Value("int32")})
-        ds = raw.map(Encoder(self.tokenizer), batched=True, with_indices=True, num_proc=procs if procs > 1 else None,
+        ds = raw.map(PairEncoder(self.tokenizer), batched=True, with_indices=True, num_proc=procs if procs > 1 else None,
                      remove_columns=["src"] if keep_text else ["src", "tgt"], features=features,
                      cache_file_name=str(folder / "encoded.arrow"), new_fingerprint=folder.name)
         (folder / "files.json").write_text(json.dumps([Path(f["filename"]).name for f in ds.cache_files]))
@@ -199,7 +199,7 @@ def sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
     """`size` of the row numbers 0..n-1 (size < n), sorted: at least 100 random runs of up to SAMPLE_RUN
     consecutive rows. Runs, not scattered rows: each row read off the memory-mapped corpus makes its
     page, and the kernel's read-ahead around it, resident; 100,000 scattered rows of a 4.5 M-pair corpus
-    made nearly all of its 1.2 GB resident, 100 runs of 1,000 rows about 0.1 GB (benchmarks/scale.py)."""
+    made nearly all of its 1.2 GB resident, 100 runs of 1,000 rows about 0.1 GB (benchmarks/corpus_scale.py)."""
     rng = np.random.default_rng(seed)
     run = max(1, min(SAMPLE_RUN, size // 100))
     runs = -(-size // run)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from seq2seq.config import DecodingConfig
-from seq2seq.ensemble import Ensemble, as_ensemble, rows_of
+from seq2seq.inference.ensemble import Ensemble, as_ensemble, rows_of
 from seq2seq.model import EncoderDecoder
 
 Model = EncoderDecoder | Ensemble

@@ -10,34 +10,31 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
 from datasets import Dataset
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq import modelfile
-from seq2seq.callbacks import Interrupted, SaveOnSignal
+from seq2seq.atomic_files import RunError
 from seq2seq.cli import tidy_logging
-from seq2seq.config import ConfigError, DecodingConfig, from_dict
-from seq2seq.data import TranslationDataModule
+from seq2seq.config import DecodingConfig, from_dict
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import corpus_scores, literature_bleu
-from seq2seq.files import RunError
-from seq2seq.lock import Heartbeat, RunLock
-from seq2seq.module import TranslationModule, check_label_smoothing
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.training.builders import check_settings, instantiate_group, make_trainer
+from seq2seq.training.callbacks import Interrupted, SaveOnSignal
+from seq2seq.training.datamodule import TranslationDataModule
+from seq2seq.training.lightning_module import TranslationModule
+from seq2seq.training.lock import Heartbeat, RunLock
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_WAIT_S = 3600.0  # how long ranks > 0 wait for rank 0 to train the tokenizer
-RANK0_SILENT_S = 120.0  # ranks > 0 give up when rank 0's heartbeat (seq2seq.lock) stops for this long
+RANK0_SILENT_S = 120.0  # ranks > 0 give up when rank 0's heartbeat (seq2seq.training.lock) stops for this long
 
 
 def train(cfg: DictConfig) -> dict:
@@ -155,34 +152,8 @@ def end_local_ranks(trainer: L.Trainer, kill: bool) -> None:
             child.wait()
 
 
-def check_settings(cfg: DictConfig) -> None:
-    """The settings that no constructor checks before work starts: the typed groups (building them runs
-    their checks) and the top-level keys. Data, trainer, callbacks and loggers are checked as they are
-    built (instantiate_group), before the tokenizer is trained."""
-    for group in ("model", "optim", "decoding"):
-        OmegaConf.to_object(cfg[group])
-    check_label_smoothing(cfg.label_smoothing)
-    alphas = cfg.get("tune_alpha")
-    if alphas is not None and (not OmegaConf.is_list(alphas) or not alphas or any(
-            isinstance(a, bool) or not isinstance(a, (int, float)) or a < 0 for a in alphas)):
-        raise ConfigError(f"tune_alpha must be null or a list of numbers >= 0 (length penalties), got {alphas!r}")
-    for key, low in (("average_checkpoints", 0), ("seed", 0)):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
 
 
-def instantiate_group(node: DictConfig, group: str, **kwargs):
-    """hydra.utils.instantiate; a constructor rejecting the settings becomes one ConfigError naming the group."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
-            raise ConfigError(f"{group}: {cause}") from e
-        raise
 
 
 def best_checkpoints(trainer: L.Trainer, k: int) -> list[Path]:
@@ -205,18 +176,11 @@ def write_model_file(module: TranslationModule, best: list[Path], path: Path) ->
     log.info("model file %s (the last weights: no validated checkpoint to average)", path)
 
 
-def make_trainer(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
-    """The configured Trainer with its callbacks and loggers, rooted in the run folder."""
-    callbacks = [instantiate_group(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items()
-                 if c is not None]
-    loggers = [instantiate_group(c, f"logger.{name}") for name, c in (cfg.get("logger") or {}).items() if c is not None]
-    return instantiate_group(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
-                             default_root_dir=str(cfg.paths.run_dir))
 
 
 def shared_tokenizer(datamodule: TranslationDataModule, folder: Path, rank: int) -> Tokenizer:
     """Rank 0 loads or trains the run's tokenizer and saves it in `folder`; other ranks wait for it there, and
-    give up at once when rank 0's heartbeat (its run-folder lock, seq2seq.lock) stops.
+    give up at once when rank 0's heartbeat (its run-folder lock, seq2seq.training.lock) stops.
 
     Every rank must see the same `folder`: under torchrun or SLURM set ``hydra.run.dir`` explicitly
     (its default holds the start time, which differs between processes) on a shared file system.

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from seq2seq import modelfile, numerics
+from seq2seq import modelfile
 from seq2seq.config import ConfigError, DecodingConfig
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
-from seq2seq.ensemble import Ensemble, as_ensemble
+from seq2seq.inference import numerics
+from seq2seq.inference.ensemble import Ensemble, as_ensemble
+from seq2seq.inference.search import Hypotheses, decode, strip
 from seq2seq.model import EncoderDecoder
-from seq2seq.search import Hypotheses, decode, strip
 
 log = logging.getLogger(__name__)
 OPTIONS = ("beam_size", "alpha", "max_len", "n_best", "quantize", "precision", "max_source_len", "max_tokens", "device")

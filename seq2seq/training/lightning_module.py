@@ -8,14 +8,14 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from seq2seq import schedules
+from seq2seq.atomic_files import atomic_write_text
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig, OptimConfig, from_dict
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.evaluation import corpus_scores
-from seq2seq.files import atomic_write_text
-from seq2seq.loss import smoothed_loss
+from seq2seq.inference.search import decode_ids
 from seq2seq.model import EncoderDecoder
-from seq2seq.search import decode_ids
+from seq2seq.training import schedules
+from seq2seq.training.loss import smoothed_loss
 
 
 class EvaluatedSentence(NamedTuple):

@@ -4,7 +4,7 @@ int8 uses ``torch.ao.quantization.quantize_dynamic`` on ``nn.GRU`` and ``nn.Line
 int8 with one scale per output row (per channel), activations quantized on the fly at each call, results
 in fp32. PyTorch's x86 kernels quantize activations to 7 bits (``reduce_range``) by default, because
 CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activations can overflow; on
-cores with AVX-512 VNNI (AMX cores have it too; checked as seq2seq/precision.py checks bf16, through
+cores with AVX-512 VNNI (AMX cores have it too; checked as seq2seq/config.py's cpu_precision checks bf16, through
 torch.cpu) the products are summed in 32 bits, so activations keep all 8 bits (half the error of 7 bits).
 
 Why this API although PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for

@@ -1,6 +1,6 @@
 """Scale benchmark: the data path from Multi30k's 29 thousand to WMT14's 4.5 million sentence pairs.
 
-    python -m benchmarks.scale [--pairs 29000 450000 4500000] [--work DIR] [--steps 80] [--threads 1] [overrides ...]
+    python -m benchmarks.corpus_scale [--pairs 29000 450000 4500000] [--work DIR] [--steps 80] [--threads 1] [overrides ...]
 
 For each size N it builds a synthetic corpus in `--work` (default: a temporary folder): N training
 pairs, each line two random Multi30k training captions joined (the English and German lines stay

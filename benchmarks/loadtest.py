@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import machine, publish
-from seq2seq.inference.translator import OPTIONS, Translator
+from seq2seq.config import TranslatorConfig
+from seq2seq.inference.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,8 +142,7 @@ def translate_rate(options: dict, lines: list[str]) -> float:
 
 def run(cfg: DictConfig) -> dict:
     lines = list(instantiate(cfg.data).load(cfg.split)["src"])[: cfg.max_lines_used]
-    options = {"model_file": OmegaConf.to_container(cfg)["model_file"],
-               **{k: cfg[k] for k in OPTIONS if k in cfg and k != "n_best"}}
+    options = {k: v for k, v in TranslatorConfig.options(OmegaConf.to_container(cfg)).items() if k != "n_best"}
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model_file = options["model_file"]

@@ -10,13 +10,13 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     from seq2seq.cli import user_errors
+    from seq2seq.config import TranslatorConfig
     from seq2seq.inference.service import Limits, server
-    from seq2seq.inference.translator import OPTIONS, Translator
+    from seq2seq.inference.translator import Translator
 
     @user_errors
     def run() -> None:
-        options = OmegaConf.to_container(cfg)
-        options = {"model_file": options["model_file"], **{k: options[k] for k in OPTIONS if k in options}}
+        options = TranslatorConfig.options(OmegaConf.to_container(cfg))
         info = {"model_file": options["model_file"], **Translator.from_options(options).info()}  # fails here, not in a worker
         limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, info["decoding"]["beam_size"])
         service = server(options, limits, max_batch_size=cfg.max_batch_size, batch_timeout=cfg.batch_timeout,

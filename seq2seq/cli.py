@@ -37,6 +37,18 @@ def user_errors(main: Callable) -> Callable:
     return wrapper
 
 
+def run_command(command: str, cfg: object) -> object:
+    """A script's work: the composed config checked as its typed dataclass (seq2seq/config.py), then the
+    command (a dotted path, imported here so that a script starts without importing it) called with it;
+    our own errors end the script with one line."""
+    import importlib
+
+    from omegaconf import OmegaConf
+
+    module, name = command.rsplit(".", 1)
+    return user_errors(lambda: getattr(importlib.import_module(module), name)(OmegaConf.to_object(cfg)))()
+
+
 def check_command_line(config_name: str, argv: list[str] | None = None) -> None:
     """Compose the config the way the script's @hydra.main will, before it does: an unknown key, a value of
     the wrong type or a missing required setting ends the script with one `error:` line and exit status 2

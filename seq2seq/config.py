@@ -7,33 +7,38 @@ node, or a plain call from Python) is the check, and a bad value raises ``Config
 """
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
     """A setting with a bad value, reported as ``<group>.<key> must ..., got ...``."""
 
 
-def _integer(group: str, key: str, value: object, low: int = 1) -> None:
+def check_int(key: str, value: object, low: int = 1, none_ok: bool = False) -> None:
+    if none_ok and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{group}.{key} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{key} must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
 
 
-def _number(group: str, key: str, value: object, ok: Callable[[float], bool], wanted: str) -> None:
+def check_number(key: str, value: object, ok: Callable[[float], bool], wanted: str, none_ok: bool = False) -> None:
+    if none_ok and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ConfigError(f"{group}.{key} must be a number {wanted}, got {value!r}")
+        raise ConfigError(f"{key} must be a number {wanted}{' or null' if none_ok else ''}, got {value!r}")
 
 
-def _flag(group: str, key: str, value: object) -> None:
+def check_flag(key: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{group}.{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
-def _choice(group: str, key: str, value: object, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{group}.{key} must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
 
 
 ATTENTION_CHOICES = ("luong", "bahdanau", "none")
@@ -47,27 +52,27 @@ class ModelConfig:
     stacked GRU layers and on the readout; decoder_hidden_size None = D * hidden_size (D = 2 when
     bidirectional), decoder_num_layers None = num_layers.
     """
-    input_size: int = 256
-    hidden_size: int = 256
-    num_layers: int = 1
-    dropout: float = 0.3
-    bias: bool = True
-    bidirectional: bool = True
-    decoder_hidden_size: int | None = None
-    decoder_num_layers: int | None = None
-    attention: str = "luong"
-    tie_embeddings: bool = True   # source and target share one embedding (needs a joint vocabulary)
-    tie_output: bool = True       # the output projection shares the target embedding
+    input_size: int = 256                     # embedding size: the encoder GRU's input_size (and the decoder's)
+    hidden_size: int = 256                    # encoder GRU units per direction (H)
+    num_layers: int = 1                       # stacked encoder GRU layers
+    dropout: float = 0.3                      # on embeddings, between stacked GRU layers and on the readout
+    bias: bool = True                         # the GRUs' b_ih and b_hh
+    bidirectional: bool = True                # D = 2: h_n is (2 * num_layers, B, H)
+    decoder_hidden_size: int | None = None    # null: D * hidden_size
+    decoder_num_layers: int | None = None     # null: num_layers
+    attention: str = "luong"                  # luong | bahdanau | none (only the bridged h_n carries the source)
+    tie_embeddings: bool = True               # source and target share one embedding (needs a joint vocabulary)
+    tie_output: bool = True                   # the output projection shares the target embedding
 
     def __post_init__(self) -> None:
         for key in ("input_size", "hidden_size", "num_layers", "decoder_hidden_size", "decoder_num_layers"):
             value = getattr(self, key)
             if not (key.startswith("decoder_") and value is None):
-                _integer("model", key, value)
-        _number("model", "dropout", self.dropout, lambda x: 0 <= x < 1, "in [0, 1)")
+                check_int(f"model.{key}", value)
+        check_number("model.dropout", self.dropout, lambda x: 0 <= x < 1, "in [0, 1)")
         for key in ("bias", "bidirectional", "tie_embeddings", "tie_output"):
-            _flag("model", key, getattr(self, key))
-        _choice("model", "attention", self.attention, ATTENTION_CHOICES)
+            check_flag(f"model.{key}", getattr(self, key))
+        check_choice("model.attention", self.attention, ATTENTION_CHOICES)
 
     @property
     def directions(self) -> int:
@@ -86,16 +91,16 @@ class ModelConfig:
 class DecodingConfig:
     """Test-time search: beam_size 1 is greedy; alpha is the GNMT length penalty ((5 + len) / 6) ** alpha;
     max_len caps output pieces (also capped at 1.5 x source + 10); n_best: hypotheses kept per sentence."""
-    beam_size: int = 5
-    alpha: float = 1.0
-    max_len: int = 200
-    n_best: int = 1
+    beam_size: int = 5                        # 1: greedy
+    alpha: float = 1.0                        # length penalty ((5 + len) / 6) ** alpha
+    max_len: int = 200                        # most output pieces (also capped at 1.5 x source + 10)
+    n_best: int = 1                           # hypotheses kept per sentence (<= beam_size)
 
     def __post_init__(self) -> None:
-        _integer("decoding", "beam_size", self.beam_size)
-        _number("decoding", "alpha", self.alpha, lambda x: x >= 0, ">= 0 (length penalty)")
-        _integer("decoding", "max_len", self.max_len)
-        _integer("decoding", "n_best", self.n_best)
+        check_int("decoding.beam_size", self.beam_size)
+        check_number("decoding.alpha", self.alpha, lambda x: x >= 0, ">= 0 (length penalty)")
+        check_int("decoding.max_len", self.max_len)
+        check_int("decoding.n_best", self.n_best)
         if self.n_best > self.beam_size:
             raise ConfigError(f"n_best must be <= beam_size (a beam keeps beam_size hypotheses), "
                               f"got n_best={self.n_best} with beam_size={self.beam_size}")
@@ -106,32 +111,188 @@ SCHEDULES = ("plateau", "inverse_sqrt", "cosine", "constant")
 
 @dataclass
 class OptimConfig:
-    """Adam and its learning-rate schedule (see seq2seq/schedules.py).
+    """Adam and its learning-rate schedule (see seq2seq/training/schedules.py).
 
     plateau multiplies the rate by `factor` after `patience` validations without a better val BLEU;
     inverse_sqrt and cosine warm up over `warmup_steps`; cosine ends at `min_lr`.
     """
-    lr: float = 1.0e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    schedule: str = "plateau"
-    factor: float = 0.5
-    patience: int = 1
-    min_lr: float = 1.0e-5
-    warmup_steps: int = 1000
+    lr: float = 1.0e-3                        # Adam's (peak) learning rate
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's beta1, beta2
+    weight_decay: float = 0.0                 # L2 penalty (Adam's weight_decay)
+    schedule: str = "plateau"                 # plateau | inverse_sqrt | cosine | constant
+    factor: float = 0.5                       # plateau: the rate is multiplied by this ...
+    patience: int = 1                         # ... after this many validations without a better val BLEU
+    min_lr: float = 1.0e-5                    # cosine: the rate at the end of the budget
+    warmup_steps: int = 1000                  # inverse_sqrt, cosine: linear warm-up steps
 
     def __post_init__(self) -> None:
-        _number("optim", "lr", self.lr, lambda x: x > 0, "> 0")
+        check_number("optim.lr", self.lr, lambda x: x > 0, "> 0")
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         for beta in self.betas:
-            _number("optim", "betas", beta, lambda x: 0 <= x < 1, "in [0, 1)")
-        _number("optim", "weight_decay", self.weight_decay, lambda x: x >= 0, ">= 0")
-        _choice("optim", "schedule", self.schedule, SCHEDULES)
-        _number("optim", "factor", self.factor, lambda x: 0 < x < 1, "in (0, 1)")
-        _integer("optim", "patience", self.patience, low=0)
-        _number("optim", "min_lr", self.min_lr, lambda x: x >= 0, ">= 0")
-        _integer("optim", "warmup_steps", self.warmup_steps)
+            check_number("optim.betas", beta, lambda x: 0 <= x < 1, "in [0, 1)")
+        check_number("optim.weight_decay", self.weight_decay, lambda x: x >= 0, ">= 0")
+        check_choice("optim.schedule", self.schedule, SCHEDULES)
+        check_number("optim.factor", self.factor, lambda x: 0 < x < 1, "in (0, 1)")
+        check_int("optim.patience", self.patience, low=0)
+        check_number("optim.min_lr", self.min_lr, lambda x: x >= 0, ">= 0")
+        check_int("optim.warmup_steps", self.warmup_steps)
+
+
+@dataclass
+class TrainConfig:
+    """conf/train.yaml's own keys. Its groups are typed by the dataclasses above (model, optim, decoding)
+    or checked as their ``_target_`` objects are built (data, trainer, callbacks, logger)."""
+    seed: int = 1234                          # weights, batches, dropout and the tokenizer's sample
+    resume: bool = False                      # continue from checkpoints/last.ckpt in hydra.run.dir
+    label_smoothing: float = 0.1              # epsilon of the label-smoothed cross-entropy
+    average_checkpoints: int = 3              # the model file averages the top-k checkpoints by val BLEU (0: last weights)
+    tune_alpha: list[float] | None = None     # e.g. [0.6,0.8,1.0]: the model file's alpha becomes the best on val
+    data: Any = None
+    model: Any = None
+    optim: Any = None
+    decoding: Any = None
+    trainer: Any = None
+    callbacks: Any = None
+    logger: Any = None
+    paths: Any = None
+
+    def __post_init__(self) -> None:
+        check_int("seed", self.seed, low=0)
+        check_flag("resume", self.resume)
+        check_label_smoothing(self.label_smoothing)
+        check_int("average_checkpoints", self.average_checkpoints, low=0)
+        if self.tune_alpha is not None:
+            if not self.tune_alpha:
+                raise ConfigError("tune_alpha must be null or a non-empty list of length penalties, got []")
+            for alpha in self.tune_alpha:
+                check_number("tune_alpha", alpha, lambda x: x >= 0, ">= 0 (length penalties)")
+
+    @classmethod
+    def check(cls, cfg: Any) -> "TrainConfig":
+        """The top-level keys of a composed config, checked (the groups are left to their own checks)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.type is not Any})
+
+
+def check_label_smoothing(value: object) -> None:
+    check_number("label_smoothing", value, lambda x: 0 <= x < 1, "in [0, 1)")
+
+
+@dataclass
+class ValidateConfig:
+    """conf/validate.yaml: scripts/validate.py scores a model file on the validation split with a Trainer."""
+    model_file: str = MISSING                 # model file (model.pt) or checkpoint (*.ckpt)
+    seed: int = 1234
+    data: Any = None
+    trainer: Any = None
+    paths: Any = None
+
+
+PRECISIONS = ("fp32", "bf16")
+QUANTIZE = ("none", "int8")
+
+
+@dataclass
+class TranslatorConfig:
+    """The options of every command that translates (translate.py, evaluate.py model_file=..., serve.py) and
+    of ``Translator.load``; null = the (first) model file's setting."""
+    model_file: Any = MISSING                 # model file or checkpoint; a list [a.pt,b.pt] decodes with their ensemble
+    beam_size: int | None = None              # 1: greedy
+    alpha: float | None = None                # length penalty ((5 + len) / 6) ** alpha
+    max_len: int | None = None                # most output pieces per sentence (also capped at 1.5 x source + 10)
+    n_best: int | None = None                 # hypotheses per line (translate.py: K writes JSON lines)
+    quantize: str = "none"                    # none | int8 (dynamic int8 GRU and Linear weights, CPU)
+    precision: str = "fp32"                   # fp32 | bf16 (autocast)
+    max_source_len: int = 400                 # longer inputs are cut there, with a warning
+    max_tokens: int = 6000                    # source pieces x beam per batch
+    device: str = "cpu"                       # cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        paths = list(self.model_file) if isinstance(self.model_file, (list, tuple)) else [self.model_file]
+        if self.model_file is not None and not (paths and all(isinstance(p, str) and p for p in paths)):
+            raise ConfigError(f"model_file must be a model file or a list of them (an ensemble), got {self.model_file!r}")
+        for key in ("beam_size", "max_len", "n_best"):
+            check_int(key, getattr(self, key), none_ok=True)
+        check_number("alpha", self.alpha, lambda x: x >= 0, ">= 0 (length penalty)", none_ok=True)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("quantize", self.quantize, QUANTIZE)
+        if self.quantize != "none" and self.precision != "fp32":
+            raise ConfigError(f"quantize={self.quantize} computes in int8/fp32: it cannot be combined with "
+                              f"precision={self.precision}")
+        check_int("max_source_len", self.max_source_len)
+        check_int("max_tokens", self.max_tokens)
+
+    @classmethod
+    def options(cls, cfg: Any) -> dict:
+        """The translator options among a config's keys (a script's whole config), as a plain dict."""
+        return {f.name: cfg[f.name] for f in fields(TranslatorConfig) if f.name in cfg}
+
+
+@dataclass
+class TranslateConfig(TranslatorConfig):
+    """conf/translate.yaml: scripts/translate.py."""
+    input: str | None = None                  # text file (or JSON lines); null or "-": stdin
+    output: str | None = None                 # written only when complete; null or "-": stdout
+    interactive: bool = False                 # translate each line as soon as it arrives (also when stdin is a terminal)
+    attention_lines: Any = field(default_factory=list)  # input line numbers (1-based) whose attention maps to save, e.g. [1,3]
+    attention_dir: str = "attention"          # folder for those maps: line<N>.png (source pieces x target pieces)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        lines = self.attention_lines
+        numbers = [lines] if isinstance(lines, int) else list(lines or [])
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in numbers):
+            raise ConfigError(f"attention_lines must be input line numbers >= 1, e.g. [1,3]; got {lines}")
+        self.attention_lines = numbers
+
+
+METRICS = ("bleu", "bleu_lit", "chrf", "ter")
+
+
+@dataclass
+class EvaluateConfig(TranslatorConfig):
+    """conf/evaluate.yaml: scripts/evaluate.py, in hypothesis mode (hyp, ref) or model mode (model_file)."""
+    model_file: Any = None                    # model mode: translate `split` with this model (or ensemble)
+    hyp: str | None = None                    # hypothesis file, one line per reference line
+    ref: str | None = None                    # reference file
+    src: str | None = None                    # source file (optional): source column and length buckets of the report
+    split: str = "test"                       # model mode: train | val | test (names as in the data config)
+    output: str | None = None                 # model mode: also write the hypotheses here
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # bleu_lit: lowercased, Moses-tokenized BLEU
+    lang: str = "de"                          # the hypotheses' language (Moses rules of bleu_lit)
+    json: bool = False                        # print one JSON object instead of lines
+    report: str | None = None                 # also write report.md (+ report.buckets.png) or report.html
+    seed: int = 0
+    data: Any = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for metric in self.metrics:
+            check_choice("metrics", metric, METRICS)
+
+
+@dataclass
+class ServeConfig(TranslatorConfig):
+    """conf/serve.yaml: scripts/serve.py, the HTTP service (seq2seq/inference/service.py)."""
+    host: str = "127.0.0.1"                   # loopback only; 0.0.0.0 to listen on every interface
+    port: int = 8080
+    max_lines: int = 64                       # lines per request
+    max_chars: int = 1000                     # characters per line
+    max_beam_size: int = 10                   # largest beam_size a request may ask for
+    max_batch_size: int = 32                  # requests decoded together (dynamic batching)
+    batch_timeout: float = 0.05               # seconds a worker waits for more requests to join a batch
+    workers: int = 1                          # inference worker processes, each with its own copy of the model
+    threads: int | None = None                # torch threads per worker; null: torch's default
+    timeout: float = 120                      # seconds a request may wait and run before it gets a 504
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("port", self.port, low=0)
+        for key in ("max_lines", "max_chars", "max_beam_size", "max_batch_size", "workers"):
+            check_int(key, getattr(self, key))
+        check_int("threads", self.threads, none_ok=True)
+        check_number("batch_timeout", self.batch_timeout, lambda x: x >= 0, ">= 0")
+        check_number("timeout", self.timeout, lambda x: x > 0, "> 0")
 
 
 def from_dict(cls: type, values: dict, group: str):
@@ -168,6 +329,9 @@ def register() -> None:
     store.store(group="model", name="base", node=ModelConfig)
     store.store(group="decoding", name="base", node=DecodingConfig)
     store.store(group="optim", name="base", node=OptimConfig)
+    for name, node in (("train", TrainConfig), ("validate", ValidateConfig), ("translate", TranslateConfig),
+                       ("evaluate", EvaluateConfig), ("serve", ServeConfig)):
+        store.store(name=f"{name}_schema", node=node)  # conf/<name>.yaml lists it first in its defaults
 
 
 register()

@@ -176,11 +176,11 @@ def corpus(folder: Path, **files: bytes) -> Path:
 
 def train_exit(run_dir: Path, data: Path, capfd, *overrides: str) -> int:
     """Exit status of a training run as scripts/train.py runs it (bad input: one-line error, status 2)."""
-    cfg = compose_config("train", [*TINY, f"data.source.path={data}", "data.source.splits.test=val",
-                                   "trainer.max_epochs=1", *overrides], run_dir)
+    args = [*TINY, f"data.source.path={data}", "data.source.splits.test=val", "trainer.max_epochs=1", *overrides]
     capfd.readouterr()
     try:
-        user_errors(train)(cfg)
+        check_command_line("train", args)  # the script's first step: a value of the wrong type stops here
+        user_errors(train)(compose_config("train", args, run_dir))
         return 0
     except SystemExit as e:
         return e.code

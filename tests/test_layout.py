@@ -14,7 +14,7 @@ from seq2seq import compat
 PACKAGE = ROOT / "seq2seq"
 # A module may import from its own level and the ones before it, never from a later one.
 LEVELS = {"config": 0, "atomic_files": 0, "evaluation": 0, "compat": 0, "data": 1, "model": 1, "plots": 1,
-          "modelfile": 2, "report": 2, "cli": 3, "inference": 3, "training": 4}
+          "modelfile": 2, "report": 2, "cli": 3, "inference": 3, "training": 4, "commands": 5}
 
 
 def test_importing_the_inference_path_never_imports_lightning() -> None:

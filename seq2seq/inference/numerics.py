@@ -25,20 +25,6 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized import dynamic as qd
 
-from seq2seq.config import ConfigError
-
-PRECISIONS = ("fp32", "bf16")
-QUANTIZE = ("none", "int8")
-
-
-def check(precision: str, quantize: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"quantize must be one of {list(QUANTIZE)}, got {quantize!r}")
-    if quantize != "none" and precision != "fp32":
-        raise ConfigError(f"quantize={quantize} computes in int8/fp32: it cannot be combined with precision={precision}")
-
 
 def quantize_int8(model: nn.Module, full_range: bool | None = None) -> nn.Module:
     """A copy of `model` (fp32, eval, CPU) with every nn.GRU and nn.Linear dynamically quantized to int8;

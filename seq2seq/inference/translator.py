@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from seq2seq import modelfile
-from seq2seq.config import ConfigError, DecodingConfig
+from seq2seq.config import ConfigError, DecodingConfig, TranslatorConfig
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.inference import numerics
@@ -27,7 +27,6 @@ from seq2seq.inference.search import Hypotheses, decode, strip
 from seq2seq.model import EncoderDecoder
 
 log = logging.getLogger(__name__)
-OPTIONS = ("beam_size", "alpha", "max_len", "n_best", "quantize", "precision", "max_source_len", "max_tokens", "device")
 
 
 @dataclass
@@ -54,12 +53,9 @@ class Translator:
     there (with a warning); max_tokens: source pieces x beam per batch; precision: fp32 or bf16."""
 
     def __init__(self, model: EncoderDecoder | Ensemble, tokenizer: Tokenizer, decoding: DecodingConfig | None = None,
-                 max_source_len: int = 400, max_tokens: int = 6000, device: str = "cpu",
-                 precision: str = "fp32") -> None:
-        for key, value in (("max_source_len", max_source_len), ("max_tokens", max_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-        numerics.check(precision, "none")
+                 max_source_len: int = TranslatorConfig.max_source_len, max_tokens: int = TranslatorConfig.max_tokens,
+                 device: str = TranslatorConfig.device, precision: str = TranslatorConfig.precision) -> None:
+        TranslatorConfig(None, max_source_len=max_source_len, max_tokens=max_tokens, device=device, precision=precision)
         self.model, self.tokenizer = as_ensemble(model).to(device).eval(), tokenizer
         self.decoding = decoding or DecodingConfig()
         self.max_source_len, self.max_tokens, self.device, self.precision = max_source_len, max_tokens, device, precision
@@ -70,11 +66,12 @@ class Translator:
              **options) -> "Translator":
         """A translator for a model file or checkpoint, or an ensemble of several (one tokenizer); beam_size,
         alpha, max_len, n_best override the (first) file's decoding defaults; quantize="int8" converts
-        the GRUs and Linears (seq2seq/numerics.py); options: max_source_len, max_tokens, device, precision."""
+        the GRUs and Linears (numerics.py); options: max_source_len, max_tokens, device, precision."""
         paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
         if not paths:
             raise ConfigError("model_file: give a model file, or a list of them for an ensemble")
-        numerics.check(options.get("precision") or "fp32", quantize or "none")
+        TranslatorConfig(paths, beam_size, alpha, max_len, n_best, quantize or "none",
+                         **{k: v for k, v in options.items() if v is not None})  # every check before loading
         models, tokenizer, decoding = [], None, None
         for p in paths:
             model, tok, dec = modelfile.load_model(p)
@@ -92,9 +89,9 @@ class Translator:
 
     @classmethod
     def from_options(cls, cfg: Mapping, **overrides) -> "Translator":
-        """The translator that conf/translator/default.yaml's keys (model_file, beam_size, ...) describe."""
-        options = {key: cfg[key] for key in OPTIONS if key in cfg} | overrides
-        return cls.load(cfg["model_file"], **options)
+        """The translator that a config's TranslatorConfig keys (model_file, beam_size, ...) describe."""
+        options = TranslatorConfig.options(cfg) | overrides
+        return cls.load(options.pop("model_file"), **options)
 
     def using(self, **decoding) -> "Translator":
         """This translator (the same model) with other search settings, e.g. using(beam_size=1)."""

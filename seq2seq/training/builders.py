@@ -9,8 +9,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config import ConfigError
-from seq2seq.training.lightning_module import check_label_smoothing
+from seq2seq.config import ConfigError, TrainConfig
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -19,15 +18,7 @@ def check_settings(cfg: DictConfig) -> None:
     built (instantiate_group), before the tokenizer is trained."""
     for group in ("model", "optim", "decoding"):
         OmegaConf.to_object(cfg[group])
-    check_label_smoothing(cfg.label_smoothing)
-    alphas = cfg.get("tune_alpha")
-    if alphas is not None and (not OmegaConf.is_list(alphas) or not alphas or any(
-            isinstance(a, bool) or not isinstance(a, (int, float)) or a < 0 for a in alphas)):
-        raise ConfigError(f"tune_alpha must be null or a list of numbers >= 0 (length penalties), got {alphas!r}")
-    for key, low in (("average_checkpoints", 0), ("seed", 0)):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    TrainConfig.check(cfg)
 
 
 def instantiate_group(node: DictConfig, group: str, **kwargs):

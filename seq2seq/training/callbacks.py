@@ -18,7 +18,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from seq2seq.atomic_files import atomic_save
-from seq2seq.config import ConfigError
+from seq2seq.config import check_int
 from seq2seq.data.tokenizer import PAD
 from seq2seq.plots import save, training_curves
 
@@ -107,8 +107,7 @@ class ProgressLog(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 500) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ConfigError(f"callbacks.progress.every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        check_int("callbacks.progress.every_n_steps", every_n_steps)
         self.every_n_steps = every_n_steps
         self._start = self._mark = self._validation_start = 0.0
         self._tokens, self._written_step = 0, -1

@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, check_int
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler, collate
 from seq2seq.data.cache import build_once, digest
 from seq2seq.data.sources import cache_identity, load_split
@@ -52,21 +52,20 @@ class TranslationDataModule(L.LightningDataModule):
     model (trained on `tokenizer.sample_size` random training pairs, or all of them if fewer), and
     each split's ids and lengths. prepare_data() builds them on global rank 0; setup() on every rank
     memory-maps them; a later run with the same corpus and settings rebuilds nothing.
+
+    Every setting's default and meaning is in conf/data/multi30k.yaml (docs/configuration.md), not here.
     """
 
-    def __init__(self, src_lang: str, tgt_lang: str, source: dict, tokenizer: dict,
-                 fallback: dict | None = None, max_tokens: int = 4096, eval_max_tokens: int = 8192,
-                 max_len: int = 100, train_limit: int | None = None, eval_limit: int | None = None,
-                 num_workers: int = 0, seed: int = 0, *, cache_dir: str, num_proc: int | None) -> None:
+    def __init__(self, *, src_lang: str, tgt_lang: str, source: dict, tokenizer: dict, fallback: dict | None,
+                 max_tokens: int, eval_max_tokens: int, max_len: int, train_limit: int | None, eval_limit: int | None,
+                 num_workers: int, seed: int, cache_dir: str, num_proc: int | None) -> None:
         super().__init__()
         if max_tokens <= max_len + 1:
             raise ConfigError(f"data.max_tokens ({max_tokens}) must exceed data.max_len + 1 ({max_len + 1})")
-        if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
-            raise ConfigError(f"data.num_proc must be a positive integer or null, got {num_proc!r}")
+        check_int("data.num_proc", num_proc, none_ok=True)
         self.tokenizer_cfg = _plain(tokenizer)
         self.sample_size = self.tokenizer_cfg.pop("sample_size", None)
-        if not isinstance(self.sample_size, int) or self.sample_size < 1:
-            raise ConfigError(f"data.tokenizer.sample_size must be a positive integer, got {self.sample_size!r}")
+        check_int("data.tokenizer.sample_size", self.sample_size)
         if not cache_dir:
             raise ConfigError("data.cache_dir must name a folder")
         self.src_lang, self.tgt_lang = src_lang, tgt_lang

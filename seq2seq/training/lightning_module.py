@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from seq2seq.atomic_files import atomic_write_text
-from seq2seq.config import ConfigError, DecodingConfig, ModelConfig, OptimConfig, from_dict
+from seq2seq.config import DecodingConfig, ModelConfig, OptimConfig, check_label_smoothing, from_dict
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.evaluation import corpus_scores
 from seq2seq.inference.search import decode_ids
@@ -25,11 +25,6 @@ class EvaluatedSentence(NamedTuple):
     reference: str
     nll: float
     tokens: int
-
-
-def check_label_smoothing(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"label_smoothing must be a number in [0, 1), got {value!r}")
 
 
 class TranslationModule(L.LightningModule):

@@ -182,7 +182,7 @@ def check_label_smoothing(value: object) -> None:
 class ValidateConfig:
     """conf/validate.yaml: scripts/validate.py scores a model file on the validation split with a Trainer."""
     model_file: str = MISSING                 # model file (model.pt) or checkpoint (*.ckpt)
-    seed: int = 1234
+    seed: int = 1234                          # Lightning's seed_everything (validation decodes greedily: no effect)
     data: Any = None
     trainer: Any = None
     paths: Any = None
@@ -262,7 +262,7 @@ class EvaluateConfig(TranslatorConfig):
     lang: str = "de"                          # the hypotheses' language (Moses rules of bleu_lit)
     json: bool = False                        # print one JSON object instead of lines
     report: str | None = None                 # also write report.md (+ report.buckets.png) or report.html
-    seed: int = 0
+    seed: int = 0                             # the data config reads it (no effect on scores)
     data: Any = None
 
     def __post_init__(self) -> None:
@@ -275,7 +275,7 @@ class EvaluateConfig(TranslatorConfig):
 class ServeConfig(TranslatorConfig):
     """conf/serve.yaml: scripts/serve.py, the HTTP service (seq2seq/inference/service.py)."""
     host: str = "127.0.0.1"                   # loopback only; 0.0.0.0 to listen on every interface
-    port: int = 8080
+    port: int = 8080                          # TCP port (0: any free one)
     max_lines: int = 64                       # lines per request
     max_chars: int = 1000                     # characters per line
     max_beam_size: int = 10                   # largest beam_size a request may ask for

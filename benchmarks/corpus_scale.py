@@ -14,7 +14,7 @@ the corpora in one run, each measure a fresh `scripts/train.py` process:
           ThroughputMonitor's readings (20-step windows) after the first 20 steps
 Every run validates once, at its last step, on one batch (`trainer.val_check_interval=<steps>
 trainer.limit_val_batches=1`): a run stopped by max_steps before its first validation ends without
-a model file (EarlyStopping's error, then no best checkpoint: the faults issue, 13). Results: a
+a model file (EarlyStopping's error, then no best checkpoint). Results: a
 Markdown table on stdout and scale.json in --work.
 """
 import argparse

@@ -7,13 +7,12 @@ CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit activati
 cores with AVX-512 VNNI (AMX cores have it too; checked as seq2seq/config.py's cpu_precision checks bf16, through
 torch.cpu) the products are summed in 32 bits, so activations keep all 8 bits (half the error of 7 bits).
 
-Why this API although PyTorch marks ``torch.ao.quantization`` deprecated (its warning names 2.10 for
-removal; 2.13 still ships and runs it): it is the only maintained implementation that converts
-``nn.GRU``, and the GRU cells are half of a decoder step. torchao, the named successor, quantizes
-``nn.Linear`` only, so on it the encoder and decoder GRUs would stay fp32. The conversion happens at load
-time from an fp32 model file, so the model file format does not depend on it; should ``torch.ao`` go,
-this one function moves to torchao (Linear only) and nothing else changes. Embeddings stay fp32 (a lookup
-costs no arithmetic).
+Why ``torch.ao`` although PyTorch marks it deprecated: it is the only maintained implementation that
+converts ``nn.GRU``, and the GRU cells are half of a decoder step; torchao, its named successor, quantizes
+``nn.Linear`` only, so there the GRUs would stay fp32. The conversion happens at load time from an fp32
+model file, so the model file format does not depend on it: should ``torch.ao`` go, this one function
+moves to torchao (Linear only) and nothing else changes. Embeddings stay fp32 (a lookup costs no
+arithmetic).
 
 bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
 bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.

@@ -43,8 +43,8 @@ def argmax(x: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """x (N, V) -> (N,): each row's first maximal index, exactly x.argmax(1) (NaN counts as maximal).
 
     ATen's CPU argmax reduces element by element; amax is vectorized. So: the maxima of chunks of 64
-    columns, the first chunk holding the row's maximum, then argmax within that chunk only (6x faster
-    for 300 x 8,000 on AVX-512; below 1,024 columns torch.argmax is the faster).
+    columns, the first chunk holding the row's maximum, then argmax within that chunk only: faster on rows
+    as wide as a vocabulary; below 1,024 columns torch.argmax is the faster (docs/benchmarks.md).
     """
     n, v = x.shape
     if v < 1024:

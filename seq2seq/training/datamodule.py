@@ -197,8 +197,8 @@ def _plain(cfg: dict | DictConfig) -> dict:
 def sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
     """`size` of the row numbers 0..n-1 (size < n), sorted: at least 100 random runs of up to SAMPLE_RUN
     consecutive rows. Runs, not scattered rows: each row read off the memory-mapped corpus makes its
-    page, and the kernel's read-ahead around it, resident; 100,000 scattered rows of a 4.5 M-pair corpus
-    made nearly all of its 1.2 GB resident, 100 runs of 1,000 rows about 0.1 GB (benchmarks/corpus_scale.py)."""
+    page, and the kernel's read-ahead around it, resident: scattered rows of a corpus of millions of pairs
+    make nearly all of it resident, a hundred runs a small part of it (benchmarks/corpus_scale.py measures it)."""
     rng = np.random.default_rng(seed)
     run = max(1, min(SAMPLE_RUN, size // 100))
     runs = -(-size // run)

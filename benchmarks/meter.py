@@ -58,3 +58,14 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory, MiB: the kernel's high-water mark of its address space
+    (VmHWM). Not getrusage's ru_maxrss: a process started by fork/vfork + exec inherits its parent's peak
+    there, so a fresh process spawned by a large one would report the parent's memory."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import TokenMeter, machine, publish
+from benchmarks.meter import TokenMeter, machine, peak_rss_mib, publish
 from seq2seq.inference.translator import Translator
 from seq2seq.training.lightning_module import TranslationModule
 from seq2seq.training.loss import smoothed_loss
@@ -177,7 +177,7 @@ def run(cfg: DictConfig) -> dict:
         results["ours_train"].append(r)
         if cfg.peer == "joey" and results["joey_train"] is None:  # interleaved: Joey right after our first
             results["joey_train"] = joey_train_throughput(cfg.joey, cfg.joey.steps)
-    results["ours_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["ours_peak_rss_mib"] = peak_rss_mib()
     if cfg.model_file:
         sources = list(datamodule.load("test")["src"])
         results["ours_translate"], results["joey_translate"] = [], []

@@ -13,7 +13,6 @@ every configuration (Joey's too) is measured once per round, R rounds, and the t
 median round: these machines drift by tens of percent within minutes.
 """
 import io
-import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-from benchmarks.meter import machine, publish
+from benchmarks.meter import machine, peak_rss_mib, publish
 from benchmarks.speed import joey_translate_throughput
 from seq2seq.evaluation import corpus_scores
 from seq2seq.inference.translator import Translator
@@ -47,7 +46,7 @@ def measure(model_file: str | list[str], options: dict, sources: list[str], refs
     scores = corpus_scores(hyps, refs, ("bleu", "chrf"))
     return {"options": options, "sents_s": len(sources) / seconds, "seconds": seconds,
             "tok_s": pieces(translator, hyps) / seconds,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_mib(),
             "weights_mib": buffer.getbuffer().nbytes / 2**20, "bleu": scores["bleu"], "chrf": scores["chrf"],
             "threads": torch.get_num_threads()}
 

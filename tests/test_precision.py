@@ -12,9 +12,11 @@ def test_precision_by_cpu_features(avx512_bf16: bool, amx: bool, expected: str) 
     assert cpu_precision(avx512_bf16, amx) == expected
 
 
-def test_cpu_recipe_resolves_its_precision_on_this_machine() -> None:
-    cfg = compose_config("train", ["experiment=multi30k_cpu"])
-    here = "bf16-mixed" if torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported() \
-        else "32-true"
-    assert cfg.trainer.precision == cpu_precision() == here
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16-mixed"), (True, True, "32-true"),
+                                                        (False, False, "32-true")])
+def test_the_cpu_recipe_resolves_its_precision_from_the_cores(monkeypatch, avx512_bf16, amx, expected) -> None:
+    """${cpu_precision:} in conf/experiment/multi30k_cpu.yaml asks torch for the cores' features."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert compose_config("train", ["experiment=multi30k_cpu"]).trainer.precision == expected
     assert compose_config("train", ["experiment=multi30k_cpu", "trainer.precision=32-true"]).trainer.precision == "32-true"

@@ -1,8 +1,10 @@
 """benchmarks/translation.py on a tiny model: every configuration measured, the table built from them."""
 import pytest
 
-from benchmarks.translation import measure, median_round, table
+from benchmarks.translation import in_fresh_process, measure, median_round, table
 from conftest import tiny_model_file
+from seq2seq.evaluation import corpus_scores
+from seq2seq.inference.translator import Translator
 
 SOURCES = ["A dog runs.", "Two men talk on a corner.", "A girl in a pink dress climbs the stairs.", "People."]
 
@@ -10,10 +12,31 @@ SOURCES = ["A dog runs.", "Two men talk on a corner.", "A girl in a pink dress c
 @pytest.mark.parametrize("options", [{"beam_size": 1}, {"beam_size": 3, "precision": "bf16"},
                                      {"beam_size": 3, "quantize": "int8"}])
 def test_measure(tmp_path, options: dict) -> None:
+    """The figures describe what was translated: the BLEU and pieces per sentence of the translations the same
+    settings give through the Translator, the sentences over the seconds timed."""
     model = str(tiny_model_file(tmp_path / "model.pt"))
     r = measure(model, options, SOURCES, SOURCES, threads=1)
-    assert r["sents_s"] > 0 and r["tok_s"] > 0 and r["peak_rss_mib"] > 50 and r["threads"] == 1
-    assert 0 <= r["bleu"] <= 100 and r["weights_mib"] > 0  # int8's smaller weights: tests/test_numerics.py
+    translator = Translator.load(model, **options)
+    hyps = translator.translate(SOURCES)
+    pieces = sum(len(ids) for ids in translator.tokenizer.encode_tgt(hyps))
+    assert r["bleu"] == pytest.approx(corpus_scores(hyps, SOURCES, ("bleu",))["bleu"])
+    assert r["tok_s"] / r["sents_s"] == pytest.approx(pieces / len(SOURCES))
+    assert r["sents_s"] * r["seconds"] == pytest.approx(len(SOURCES)) and r["threads"] == 1
+
+
+def test_each_measurement_reports_its_own_process_memory(tmp_path) -> None:
+    """A fresh process per configuration: its peak RSS is its own, not this process's, which holds 1.5 GiB
+    more than any translation of a tiny model needs."""
+    import resource
+
+    import torch
+
+    model = str(tiny_model_file(tmp_path / "model.pt"))
+    ballast = torch.ones(3 * 2**27)  # 1.5 GiB, written: resident in this process only
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 1536
+    r = in_fresh_process(model, {"beam_size": 1}, SOURCES, SOURCES, 1)
+    assert 100 < r["peak_rss_mib"] < 1200
+    del ballast
 
 
 def test_table_names_every_row() -> None:

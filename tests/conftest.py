@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: Hydra configs composed as the scripts compose them, a tiny trained
 model, tiny model files, in-process script runs."""
+import functools
 import logging
 import os
 import runpy
@@ -60,13 +61,40 @@ def run_script(name: str, *overrides: str) -> int:
         root.setLevel(level)
 
 
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a process the tests start: this checkout's code first (not an installed copy),
+    one thread per process (parallel processes must not oversubscribe the cores), the hubs offline."""
+    path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", **extra}
+
+
+def one_line_error(capfd, *names: str) -> str:
+    """stderr, checked to be exactly one `error: ...` line that names each of `names`."""
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+def random_source(lens: list[int], vocab: int, seed: int = 0, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (1..vocab-1) right-padded with `pad`: src (B, S), src_lens (B,)."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lens), max(lens)), pad)
+    for i, n in enumerate(lens):
+        src[i, :n] = torch.randint(1, vocab, (n,), generator=g)
+    return src, torch.tensor(lens)
+
+
 def checkpoint(path: Path) -> dict:
     """A Lightning checkpoint's contents, loaded as the project loads it (plain data only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@functools.cache
 def tiny_tokenizer(vocab_size: int):
-    """A joint SentencePiece model trained on 1,000 Multi30k pairs."""
+    """A joint SentencePiece model trained on 1,000 Multi30k pairs (once per size and test session)."""
     from seq2seq.data.sources import read_lines
     from seq2seq.data.tokenizer import Tokenizer
 
@@ -94,6 +122,12 @@ def data_cache(tmp_path_factory) -> None:
     """The default data.cache_dir of this session (scripts the tests start included), out of the checkout.
     compose_config(..., run_dir) gives each run its own cache instead."""
     os.environ["SEQ2SEQ_CACHE"] = str(tmp_path_factory.mktemp("data_cache"))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained tiny model file, shared by a module's tests."""
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 @pytest.fixture(scope="session")

@@ -6,26 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import MULTI30K, TINY, compose_config, run_script, tiny_model_file, tiny_tokenizer
+from conftest import MULTI30K, TINY, compose_config, one_line_error, run_script, tiny_tokenizer
 from seq2seq import modelfile
 from seq2seq.cli import check_command_line, user_errors
 from seq2seq.data.sources import read_lines
 from seq2seq.inference.translator import Translator
 from seq2seq.training.train import train
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
-
-
-def one_line_error(capfd, *names: str) -> str:
-    """stderr, checked to be exactly one `error: ...` line that names each of `names`."""
-    err = capfd.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    for name in names:
-        assert name in err, err
-    return err
 
 
 @pytest.fixture

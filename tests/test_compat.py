@@ -1,5 +1,6 @@
-"""Model files and checkpoints written before the typed-config restructuring load, translate as they did,
-and resume training."""
+"""Model files and checkpoints written by older code load, translate as they did, and resume training:
+v1 from before the typed-config restructuring, v2 from before the package was grouped into sub-packages
+(tests/fixtures/README.md)."""
 import shutil
 
 import pytest
@@ -11,7 +12,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.inference.translator import Translator
 
 
-@pytest.mark.parametrize("name", ["model_v1.pt", "last_v1.ckpt"])
+@pytest.mark.parametrize("name", ["model_v1.pt", "last_v1.ckpt", "model_v2.pt", "last_v2.ckpt"])
 def test_old_files_translate_as_they_did(name: str) -> None:
     lines = (FIXTURES / "src.en").read_text(encoding="utf-8").splitlines()
     expected = (FIXTURES / name.replace(".pt", ".de").replace(".ckpt", ".de")).read_text(encoding="utf-8").splitlines()
@@ -30,16 +31,17 @@ def test_old_model_file_keeps_its_weights_and_settings() -> None:
 
 
 @pytest.mark.slow
-def test_old_checkpoint_resumes_training(tmp_path) -> None:
+@pytest.mark.parametrize("name, size, pairs", [("last_v1.ckpt", 24, 3000), ("last_v2.ckpt", 16, 1500)])
+def test_old_checkpoint_resumes_training(tmp_path, name: str, size: int, pairs: int) -> None:
     """resume=true from a last.ckpt written by the old code: it continues at its global step."""
     from seq2seq.training.train import train
 
-    old = checkpoint(FIXTURES / "last_v1.ckpt")
+    old = checkpoint(FIXTURES / name)
     (tmp_path / "checkpoints").mkdir()
-    shutil.copy(FIXTURES / "last_v1.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    shutil.copy(FIXTURES / name, tmp_path / "checkpoints" / "last.ckpt")
     steps = old["global_step"]
-    overrides = [*TINY, "model.input_size=24", "model.hidden_size=24", "model.dropout=0.1", "optim.lr=3e-3",
-                 "data.train_limit=3000", "data.eval_limit=20", "trainer.max_epochs=3", "decoding.beam_size=2",
+    overrides = [*TINY, f"model.input_size={size}", f"model.hidden_size={size}", "model.dropout=0.1", "optim.lr=3e-3",
+                 f"data.train_limit={pairs}", "data.eval_limit=20", "trainer.max_epochs=3", "decoding.beam_size=2",
                  "decoding.max_len=20", "resume=true", "callbacks.curves=null", "logger.tensorboard=null"]
     # The tokenizer that trained the old checkpoint, as the old run folder held it.
     Tokenizer.from_state(old["tokenizer"]).save(tmp_path / "tokenizer")

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from conftest import MULTI30K, ROOT, TINY, checkpoint, compose_config, run_script, tiny_model_file, tiny_tokenizer
+from conftest import MULTI30K, ROOT, TINY, checkpoint, compose_config, run_script, script_env, tiny_model_file, tiny_tokenizer
 from seq2seq.atomic_files import RunError, atomic_save
 from seq2seq.cli import output_file
 from seq2seq.data.batching import ResumableLoader, TokenBatchSampler
@@ -69,10 +69,9 @@ def records(run_dir: Path) -> list[tuple[int, int, list[int]]]:
 
 
 def train_script(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}",
                              f"data.source.path={MULTI30K}", *RUN, *overrides],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def callback_state(ckpt: dict, name: str) -> dict:
@@ -456,8 +455,7 @@ def limited(size: int):
 
 
 def script(name: str, *overrides: str, limit: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *overrides], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *overrides], cwd=ROOT, env=script_env(),
                           capture_output=True, text=True, timeout=timeout,
                           preexec_fn=limited(limit) if limit else None)
 

@@ -1,21 +1,19 @@
 """What a run prints: each log line once, no third-party noise, a progress line per validation and every N steps."""
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import MULTI30K, ROOT, TINY
+from conftest import MULTI30K, ROOT, TINY, script_env
 
 
 @pytest.mark.slow
 def test_a_run_without_terminal_reports_progress_once_per_line(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "scripts/train.py", *TINY, "data.train_limit=600", "data.eval_limit=30",
                           "trainer.max_epochs=2", "decoding.beam_size=1", "callbacks.progress.every_n_steps=5",
                           f"data.source.path={MULTI30K}", f"hydra.run.dir={tmp_path}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     console = run.stdout + run.stderr
     assert console.count("Seed set to 1234") == 1  # Lightning's own handler and Hydra's both printed it

@@ -4,6 +4,7 @@ import re
 import pytest
 import torch
 
+from conftest import random_source
 from seq2seq.config import ModelConfig
 from seq2seq.model import EncoderDecoder
 from seq2seq.model.bridge import Bridge
@@ -14,12 +15,7 @@ LENS = [5, 2, 7]  # the batch's sentences, longest not first: packing must not d
 
 
 def source(lens: list[int], vocab: int = V_SRC, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids right-padded with PAD: src (B, S), src_lens (B,)."""
-    g = torch.Generator().manual_seed(seed)
-    src = torch.full((len(lens), max(lens)), PAD)
-    for i, n in enumerate(lens):
-        src[i, :n] = torch.randint(1, vocab, (n,), generator=g)
-    return src, torch.tensor(lens)
+    return random_source(lens, vocab, seed, PAD)
 
 
 def encoder(num_layers: int, bidirectional: bool, hidden: int = 6) -> Encoder:

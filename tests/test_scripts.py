@@ -4,14 +4,13 @@ Each script run starts a fresh interpreter (several seconds of imports), so the 
 them at once and the tests read their results.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import sacrebleu
 
-from conftest import MULTI30K, ROOT
+from conftest import MULTI30K, ROOT, script_env
 from seq2seq import Translator
 from seq2seq.data.sources import read_lines
 from seq2seq.evaluation import corpus_scores, literature_tokenize
@@ -26,8 +25,7 @@ EVAL_LIMIT = 20
 def run_all(commands: dict[str, tuple[list[str], bytes | None]]) -> dict[str, subprocess.CompletedProcess]:
     """{name: ([script, overrides...], stdin)} -> {name: finished run}; `python scripts/<script>.py
     overrides...` from the repository root, as the README shows, all started before any is awaited."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    started = {name: subprocess.Popen([sys.executable, f"scripts/{script}.py", *overrides], cwd=ROOT, env=env,
+    started = {name: subprocess.Popen([sys.executable, f"scripts/{script}.py", *overrides], cwd=ROOT, env=script_env(),
                                       stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for name, ([script, *overrides], stdin) in commands.items()}

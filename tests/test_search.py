@@ -3,8 +3,8 @@ the batch, consistency, limits, EOS, length penalty, n-best lists and their scor
 import pytest
 import search_reference
 import torch
-from test_model import source
 
+from conftest import random_source
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
 from seq2seq.inference.ensemble import Ensemble
@@ -32,7 +32,7 @@ def random_model(attention: str, seed: int = 0, eos_bias: float = 1.0) -> Encode
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """src (B, S) with EOS-terminated sentences of lengths LENS, src_lens (B,)."""
-    src, lens = source([n - 1 for n in LENS], VOCAB, seed)
+    src, lens = random_source([n - 1 for n in LENS], VOCAB, seed, PAD)
     src = torch.cat([src, torch.full((len(LENS), 1), PAD)], 1)
     src[torch.arange(len(LENS)), lens] = EOS
     return src, lens + 1

@@ -2,7 +2,6 @@
 search with Hydra's Optuna sweeper that maximises validation BLEU."""
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import matplotlib.image as mpimg
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import MULTI30K, ROOT, TINY
+from conftest import MULTI30K, ROOT, TINY, script_env
 from seq2seq.plots import read_metrics
 from seq2seq.training.sweep import ERROR, RECORD, SweepReport
 
@@ -64,9 +63,9 @@ def test_report_from_job_folders(tmp_path) -> None:
 
 
 def sweep(args: list[str], sweep_dir: Path, python: str = sys.executable) -> tuple[subprocess.Popen, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     process = subprocess.Popen([python, "scripts/train.py", "-m", *QUICK, *args, f"hydra.sweep.dir={sweep_dir}"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               cwd=ROOT, env=script_env(HYDRA_FULL_ERROR="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     return process, time.monotonic()
 
 

@@ -1,7 +1,6 @@
 """Translation as deployed: n-best lists, ensembles, int8 and bf16 inference, interactive use — through
 translate.py, evaluate.py and the Python API, all one Translator."""
 import json
-import os
 import selectors
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MULTI30K, ROOT, run_script, tiny_model_file
+from conftest import MULTI30K, ROOT, one_line_error, run_script, script_env, tiny_model_file
 from seq2seq.data.sources import read_lines
 from seq2seq.inference.translator import Hypothesis, Translator
 
@@ -17,22 +16,11 @@ LINES = ["A dog runs through the park.", "", "Two men are talking on a street co
          "A little girl in a pink dress climbs the stairs.", "People.", "A man sleeps on a bench."]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return tiny_model_file(tmp_path_factory.mktemp("model") / "model.pt")
-
-
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in.en").write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
     return tmp_path
-
-
-def one_line_error(capfd, *names: str) -> None:
-    err = capfd.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert all(name in err for name in names), err
 
 
 def test_n_best_json_lines(model_file, workdir, capfd) -> None:
@@ -127,7 +115,7 @@ def test_interactive_prints_each_translation_before_stdin_closes(model_file) -> 
     """Through a pipe with interactive=true: each line's translation arrives while stdin is still open."""
     expected = Translator.load(str(model_file)).translate(["A dog runs.", "Two cats sleep."])
     process = subprocess.Popen([sys.executable, "scripts/translate.py", f"model_file={model_file}", "interactive=true"],
-                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdin=subprocess.PIPE,
+                               cwd=ROOT, env=script_env(), stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)

@@ -1,2 +1,2 @@
 """Training: the LightningModule and DataModule, loss, schedules, callbacks, the run (train, validate,
-sweeps) and what it needs around ``Trainer.fit`` (precision, run-folder lock)."""
+sweeps) and what it needs around ``Trainer.fit`` (builders, the run-folder lock)."""

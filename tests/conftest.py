@@ -7,17 +7,15 @@ import runpy
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
-
-import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports datasets, which reads them once
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import seq2seq  # noqa: E402,F401  after the above (datasets reads them on import); registers ${cpu_precision:}
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+import seq2seq.config  # noqa: E402,F401  (registers the typed configs and the ${cpu_precision:} resolver)
 
 # Tests check behaviour, not speed: one thread each keeps parallel test processes from
 # oversubscribing the cores (OpenMP spin-waiting makes that dramatically slow).

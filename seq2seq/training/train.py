@@ -2,7 +2,8 @@
 
 Data-parallel runs (``trainer=ddp``) execute this once per process: Lightning's launcher re-runs the
 script for ranks > 0 (same ``hydra.run.dir``), torchrun and SLURM start every rank themselves. Rank 0
-alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it.
+alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it, and each
+writes only its own log (seq2seq.training.ranks).
 """
 import logging
 import shutil
@@ -30,6 +31,7 @@ from seq2seq.training.callbacks import Interrupted, SaveOnSignal
 from seq2seq.training.datamodule import TranslationDataModule
 from seq2seq.training.lightning_module import TranslationModule
 from seq2seq.training.lock import Heartbeat, RunLock
+from seq2seq.training.ranks import rank_log
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def train(cfg: DictConfig) -> dict:
     last = run_dir / "checkpoints" / "last.ckpt"
     stop = SaveOnSignal(last)
     trainer = make_trainer(cfg, [stop])  # first: it knows this process's global rank
-    with RunLock(run_dir) if trainer.is_global_zero else nullcontext():  # ranks > 0 share rank 0's folder
+    lock = RunLock(run_dir) if trainer.is_global_zero else nullcontext()  # ranks > 0 share rank 0's folder
+    with lock, rank_log(run_dir, "train", trainer.global_rank):
         try:
             return fit_and_test(cfg, trainer, run_dir, stop)
         except Interrupted as e:
@@ -72,6 +75,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
         shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
     module = new_module(cfg, datamodule.tokenizer)
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
+    log.info("rank %d: fit ended at global step %d", trainer.global_rank, trainer.global_step)  # each rank's record
     if trainer.strategy.reduce_boolean_decision(stop.pending, all=False):  # a signal in the last batch
         trainer.save_checkpoint(last)
         raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, last)

@@ -4,6 +4,7 @@ Started by torchrun (--nnodes=2, --node_rank 0 and 1) and with the variables sru
 import csv
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,8 +23,10 @@ from seq2seq.training.ranks import RankZeroHydraFiles, rank_log, started_as_rank
 from seq2seq.training.train import train
 from seq2seq.training.validate import validate
 
-NODES = ["trainer=ddp_cpu", "trainer.num_nodes=2", "trainer.devices=1"]  # one process on each of 2 nodes
 NODE_TIMEOUT_S = 300
+# what global rank 0 writes into the run folder (data_cache: the tests put the cache there)
+RUN_FILES = {".hydra", ".lock", "checkpoints", "curves.png", "data_cache", "logs", "model.pt", "test.hyp", "tokenizer",
+             "train.log"}
 
 
 def free_port(ports: Iterable[int]) -> int:
@@ -38,10 +41,10 @@ def free_port(ports: Iterable[int]) -> int:
     raise AssertionError("no free port")
 
 
-def train_args(run_dir: Path) -> list[str]:
-    """scripts/train.py's overrides for one epoch on both nodes, into the shared `run_dir`."""
-    return [*NODES, *RUN, "trainer.max_epochs=1", f"data.source.path={MULTI30K}",
-            f"data.cache_dir={run_dir / 'data_cache'}", f"hydra.run.dir={run_dir}"]
+def train_args(run_dir: Path, devices: int = 1) -> list[str]:
+    """scripts/train.py's overrides for one epoch on 2 nodes of `devices` processes, into the shared `run_dir`."""
+    return ["trainer=ddp_cpu", "trainer.num_nodes=2", f"trainer.devices={devices}", *RUN, "trainer.max_epochs=1",
+            f"data.source.path={MULTI30K}", f"data.cache_dir={run_dir / 'data_cache'}", f"hydra.run.dir={run_dir}"]
 
 
 def run_nodes(nodes: list[tuple[list[str], dict[str, str]]]) -> list[str]:
@@ -61,6 +64,22 @@ def run_nodes(nodes: list[tuple[list[str], dict[str, str]]]) -> list[str]:
     return outputs
 
 
+def check_own_files(run_dir: Path, world: int) -> int:
+    """Every rank wrote only its own files: rank 0 those of the run (RUN_FILES), rank N > 0 its log
+    train_rank<N>.log alone, and each log holds its own rank's lines only. Returns the global step at which
+    all ranks' fit ended, by each rank's own record."""
+    assert {p.name for p in run_dir.iterdir()} == RUN_FILES | {f"train_rank{rank}.log" for rank in range(1, world)}
+    assert [p.relative_to(run_dir) for p in run_dir.rglob("*.pt")] == [Path("model.pt")]
+    steps = []
+    for rank in range(world):
+        text = (run_dir / (f"train_rank{rank}.log" if rank else "train.log")).read_text()
+        ranks = {n for groups in re.findall(r"GLOBAL_RANK: (\d+)|\[rank: (\d+)\]|rank (\d+): ", text) for n in groups if n}
+        assert ranks == {str(rank)} and ("model file" in text) == (rank == 0), (rank, ranks)
+        steps += re.findall(r"rank \d+: fit ended at global step (\d+)\n", text)
+    assert len(steps) == world and len(set(steps)) == 1
+    return int(steps[0])
+
+
 def check_two_node_run(run_dir: Path, outputs: list[str], tmp_path: Path) -> None:
     """What a run of one epoch on two nodes must leave, and that one process scores and resumes it alike."""
     node0, node1 = outputs
@@ -69,24 +88,13 @@ def check_two_node_run(run_dir: Path, outputs: list[str], tmp_path: Path) -> Non
     assert "training SentencePiece" not in node1 and "encoding" not in node1
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
 
-    # every process wrote only its own files: rank 0 all of the run's, rank 1 its log
-    assert {p.name for p in run_dir.iterdir()} == {".hydra", ".lock", "checkpoints", "curves.png", "data_cache", "logs",
-                                                   "model.pt", "test.hyp", "tokenizer", "train.log", "train_rank1.log"}
-    assert [p.relative_to(run_dir) for p in run_dir.rglob("*.pt")] == [Path("model.pt")]
-    rank0, rank1 = ((run_dir / name).read_text() for name in ("train.log", "train_rank1.log"))
-    assert "GLOBAL_RANK: 0," in rank0 and "model file" in rank0 and "GLOBAL_RANK: 1" not in rank0
-    assert "rank 1" not in rank0 and "[rank: 1]" not in rank0
-    assert "GLOBAL_RANK: 1," in rank1 and "GLOBAL_RANK: 0" not in rank1 and "model file" not in rank1
+    # rank 0's files intact, and both ranks ended at the step the checkpoint holds
+    step = check_own_files(run_dir, world=2)
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     assert overrides == train_args(run_dir)[:-1]  # hydra.run.dir is Hydra's own, not a task override
-
-    # both ranks ended at the step the checkpoint holds, each by its own record
     last = run_dir / "checkpoints" / "last.ckpt"
     before = checkpoint(last)
-    step = before["global_step"]
-    assert before["epoch"] == 0 and step > 0
-    assert f"rank 0: fit ended at global step {step}\n" in rank0
-    assert f"rank 1: fit ended at global step {step}\n" in rank1
+    assert before["epoch"] == 0 and before["global_step"] == step > 0
 
     # the final checkpoint's validation BLEU from both nodes equals one process's validation of it
     with open(run_dir / "logs" / "metrics.csv") as f:
@@ -131,6 +139,17 @@ def test_two_nodes_by_slurm_variables(tmp_path):
                          for node in (0, 1)])
     assert "SLURM auto-requeueing enabled" in outputs[0]  # Lightning took the ranks from SLURMEnvironment
     check_two_node_run(run_dir, outputs, tmp_path)
+
+
+@pytest.mark.slow
+def test_two_nodes_by_lightnings_launcher(tmp_path):
+    """NODE_RANK set by hand on each node, Lightning starts each node's second process: global ranks 0 to 3,
+    local ranks 0 and 1 on both nodes."""
+    run_dir = tmp_path / "run"
+    main = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port(range(29500, 30000)))}
+    run_nodes([([sys.executable, "scripts/train.py", *train_args(run_dir, devices=2)], {**main, "NODE_RANK": str(node)})
+               for node in (0, 1)])
+    assert check_own_files(run_dir, world=4) == checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
 
 
 @pytest.mark.parametrize(("environ", "zero"), [

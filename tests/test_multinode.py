@@ -1,6 +1,7 @@
 """Two nodes for real on this machine's loopback: two launchers, each in its own session as on its own machine,
-one CPU process each, meeting over 127.0.0.1 with gloo, sharing one run folder (the shared file system).
-Started by torchrun (--nnodes=2, --node_rank 0 and 1) and with the variables srun sets for 2 nodes x 1 task."""
+meeting over 127.0.0.1 with gloo, sharing one run folder (the shared file system). Started by torchrun
+(--nnodes=2, --node_rank 0 and 1) and with the variables srun sets for 2 nodes x 1 task, one CPU process per
+node; by Lightning's own launcher with NODE_RANK, two per node."""
 import csv
 import logging
 import os

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from test_ddp import ENV, RUN, datamodule
 
 from conftest import CONF, MULTI30K, ROOT, checkpoint, compose_config
+from seq2seq.training.lock import RunLock
 from seq2seq.training.ranks import RankZeroHydraFiles, rank_log, started_as_rank_zero
 from seq2seq.training.train import train
 from seq2seq.training.validate import validate
@@ -48,20 +49,20 @@ def train_args(run_dir: Path, devices: int = 1) -> list[str]:
             f"data.source.path={MULTI30K}", f"data.cache_dir={run_dir / 'data_cache'}", f"hydra.run.dir={run_dir}"]
 
 
-def run_nodes(nodes: list[tuple[list[str], dict[str, str]]]) -> list[str]:
+def run_nodes(nodes: list[tuple[list[str], dict[str, str]]], status: int = 0, timeout: float = NODE_TIMEOUT_S) -> list[str]:
     """Start each (command, environment variables) in a session of its own, as on its own machine, and wait for
-    all; their outputs (stdout + stderr). When one fails or hangs, every session is ended."""
+    all to end with exit `status`; their outputs (stdout + stderr). Sessions left after `timeout` are ended."""
     procs = [subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV, **env}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True) for cmd, env in nodes]
     try:
-        outputs = [proc.communicate(timeout=NODE_TIMEOUT_S)[0] for proc in procs]
+        outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-4000:]
+        assert proc.returncode == status, out[-4000:]
     return outputs
 
 
@@ -123,23 +124,34 @@ def test_two_nodes_by_torchrun(tmp_path):
     check_two_node_run(run_dir, outputs, tmp_path)
 
 
-def srun_variables(node: int, job_id: int) -> dict[str, str]:
-    """What srun sets for task `node` of 2 nodes x 1 task (the node list's first name is the main address)."""
+def srun_tasks(cmd: list[str]) -> list[tuple[list[str], dict[str, str]]]:
+    """`cmd` with what srun sets for each task of 2 nodes x 1 task. Lightning's SLURMEnvironment takes the node
+    list's first name as the main address and port 15000 + the job id's last 4 digits (no MASTER_PORT set):
+    the job id is one whose port is free."""
+    job_id = str(free_port(range(15000 + 4711, 25000)) - 15000)
     nodelist = "127.0.0.1,127.0.0.2"  # two loopback addresses: the job's two nodes
-    return {"SLURM_JOB_ID": str(job_id), "SLURM_JOB_NAME": "train", "SLURM_NNODES": "2", "SLURM_NTASKS": "2",
-            "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": str(node), "SLURM_LOCALID": "0", "SLURM_NODEID": str(node),
-            "SLURM_NODELIST": nodelist, "SLURM_JOB_NODELIST": nodelist}
+    job = {"SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "train", "SLURM_NNODES": "2", "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "1", "SLURM_LOCALID": "0", "SLURM_NODELIST": nodelist, "SLURM_JOB_NODELIST": nodelist}
+    return [(cmd, {**job, "SLURM_PROCID": str(node), "SLURM_NODEID": str(node)}) for node in (0, 1)]
 
 
 @pytest.mark.slow
 def test_two_nodes_by_slurm_variables(tmp_path):
     run_dir = tmp_path / "run"
-    # Lightning's SLURMEnvironment takes port 15000 + the job id's last 4 digits (no MASTER_PORT set)
-    job_id = free_port(range(15000 + 4711, 25000)) - 15000
-    outputs = run_nodes([([sys.executable, "scripts/train.py", *train_args(run_dir)], srun_variables(node, job_id))
-                         for node in (0, 1)])
+    outputs = run_nodes(srun_tasks([sys.executable, "scripts/train.py", *train_args(run_dir)]))
     assert "SLURM auto-requeueing enabled" in outputs[0]  # Lightning took the ranks from SLURMEnvironment
     check_two_node_run(run_dir, outputs, tmp_path)
+
+
+@pytest.mark.slow
+def test_two_nodes_end_together_when_rank_zero_is_refused_the_run_folder(tmp_path):
+    """Another run holds the folder: rank 0 is refused it, and rank 1 (srun's, no launcher to end it) ends with
+    rank 0's message at once instead of waiting for it at the first collective (30 minutes)."""
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir):
+        outputs = run_nodes(srun_tasks([sys.executable, "scripts/train.py", *train_args(run_dir)]), status=2, timeout=120)
+    refused = outputs[0].split("error: ")[1].strip()
+    assert "is in use by another training run" in refused and f"error: rank 1: rank 0 stopped: {refused}" in outputs[1]
 
 
 @pytest.mark.slow

@@ -92,8 +92,17 @@ def _one_line(e: BaseException) -> str:
 def tidy_logging() -> None:
     """One copy of each log line, and no third-party noise: Lightning's own console handler is dropped so
     its records reach the handlers Hydra set up (console and the run's log file) once; Lightning's
-    advertising tips and two known harmless warnings are filtered out."""
+    advertising tips and two known harmless warnings are filtered out.
+
+    Imported before logging was set up (by a script that imports Lightning at its top), lightning.fabric
+    and lightning.pytorch keep their records to their own console handlers (propagate=False): once the root
+    logger has handlers, they are made to propagate to them, as when imported after."""
     logging.getLogger("lightning").handlers.clear()
+    if logging.getLogger().handlers:
+        for name in ("lightning.fabric", "lightning.pytorch"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡 Tip"))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 

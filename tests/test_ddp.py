@@ -1,7 +1,6 @@
 """Data-parallel training for real: two CPU processes over gloo, started by Lightning and by torchrun."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import CONF, MULTI30K, ROOT, TINY, checkpoint, compose_config
+from conftest import CONF, MULTI30K, ROOT, TINY, checkpoint, compose_config, script_env
 from seq2seq.atomic_files import RunError
 from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.sources import read_lines
@@ -50,10 +49,11 @@ main()
 '''
 
 
+
+
 def run(cmd: list[str]) -> str:
-    """Run a training command (one thread per process, as the in-process runs); its stdout + stderr."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    """Run a training command (conftest.script_env: one thread, as in-process runs); its stdout + stderr."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -129,7 +129,9 @@ def test_ddp_training_run(ddp_run):
     out = (ddp_run / "output.txt").read_text()
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out
     assert out.count("training SentencePiece") == 1  # rank 1 read rank 0's tokenizer
-    assert (ddp_run / "train_ddp_process_1.log").is_file()  # rank 1 ran in the same run folder
+    assert "rank 1: fit ended" in (ddp_run / "train_rank1.log").read_text()  # rank 1 ran in the same run folder
+    # rank 1's log has its own name, not Lightning's train_ddp_process_<local rank>.log (the same on every node)
+    assert not list(ddp_run.glob("train_ddp_process_*")) and "rank 1:" not in (ddp_run / "train.log").read_text()
     assert checkpoint(ddp_run / "checkpoints" / "last.ckpt")["epoch"] == 0
 
     hyps = (ddp_run / "test.hyp").read_text(encoding="utf-8").splitlines()
@@ -165,6 +167,10 @@ def test_ddp_validation_scores_equal_one_process(resumed_run, tmp_path):
     single = validate(compose_config("validate", data, tmp_path / "single"))
 
     assert len(ranks) == 2 and ranks[0] == ranks[1]
+    # Hydra's files are rank 0's: torchrun's rank 1 wrote neither into validate.log nor .hydra/, only its own log
+    rank0 = (tmp_path / "ddp" / "entry.log").read_text()  # ENTRY imports Lightning before Hydra sets up logging
+    assert "GLOBAL_RANK: 0," in rank0 and "GLOBAL_RANK: 1" not in rank0
+    assert "GLOBAL_RANK: 1" in (tmp_path / "ddp" / "validate_rank1.log").read_text()
     assert single["val/bleu"] > 0
     assert {k: ranks[0][k] for k in single} == single
     # an odd number of batches: one rank had a batch fewer, or repeated one

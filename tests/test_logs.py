@@ -1,4 +1,5 @@
 """What a run prints: each log line once, no third-party noise, a progress line per validation and every N steps."""
+import logging
 import re
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import sys
 import pytest
 
 from conftest import MULTI30K, ROOT, TINY, script_env
+from seq2seq.cli import tidy_logging
 
 
 @pytest.mark.slow
@@ -28,3 +30,15 @@ def test_a_run_without_terminal_reports_progress_once_per_line(tmp_path):
     assert steps and all(s % 5 == 0 for s in steps) and len(steps) == len(set(steps))
     log_file = (tmp_path / "train.log").read_text()  # Lightning's lines reach the run's log file too
     assert "Seed set to 1234" in log_file and log_file.count("val loss") == 2
+
+
+def test_lightning_imported_before_logging_was_set_up_still_logs_through_it(monkeypatch, caplog):
+    for name in ("lightning.fabric", "lightning.pytorch"):  # what Lightning does when imported first
+        monkeypatch.setattr(logging.getLogger(name), "propagate", False)
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [logging.StreamHandler()])
+    with caplog.at_level(logging.INFO):  # the root logger has a handler, as Hydra's set-up gives it
+        tidy_logging()
+        logging.getLogger("lightning.fabric.utilities.distributed").info("Initializing distributed")
+        logging.getLogger("lightning.pytorch.trainer").info("fit stopped")
+    assert "Initializing distributed" in caplog.text and "fit stopped" in caplog.text
+    assert not logging.getLogger("lightning.pytorch").handlers

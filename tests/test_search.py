@@ -1,9 +1,9 @@
 """Greedy and beam search on small random models: the same hypotheses as before finished sentences left
 the batch, consistency, limits, EOS, length penalty, n-best lists and their scores, ensembles."""
 import pytest
-import search_reference
 import torch
 
+import search_reference
 from conftest import random_source
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD

@@ -2,7 +2,8 @@
 
 Data-parallel runs (``trainer=ddp``) execute this once per process: Lightning's launcher re-runs the
 script for ranks > 0 (same ``hydra.run.dir``), torchrun and SLURM start every rank themselves. Rank 0
-alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it.
+alone trains the tokenizer and writes files; the other ranks wait for its tokenizer and read it, and each
+writes only its own log (seq2seq.training.ranks).
 """
 import logging
 import shutil
@@ -10,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 import lightning as L
 from datasets import Dataset
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +32,7 @@ from seq2seq.training.callbacks import Interrupted, SaveOnSignal
 from seq2seq.training.datamodule import TranslationDataModule
 from seq2seq.training.lightning_module import TranslationModule
 from seq2seq.training.lock import Heartbeat, RunLock
+from seq2seq.training.ranks import rank_log
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,9 @@ def train(cfg: DictConfig) -> dict:
     last = run_dir / "checkpoints" / "last.ckpt"
     stop = SaveOnSignal(last)
     trainer = make_trainer(cfg, [stop])  # first: it knows this process's global rank
-    with RunLock(run_dir) if trainer.is_global_zero else nullcontext():  # ranks > 0 share rank 0's folder
+    with ExitStack() as held:
+        held.enter_context(rank_log(run_dir, "train", trainer.global_rank))
+        lock_run_folder(trainer, run_dir, held)
         try:
             return fit_and_test(cfg, trainer, run_dir, stop)
         except Interrupted as e:
@@ -63,6 +68,31 @@ def train(cfg: DictConfig) -> dict:
             raise
 
 
+def lock_run_folder(trainer: L.Trainer, run_dir: Path, held: ExitStack) -> None:
+    """Global rank 0 holds the run folder's RunLock while `held` lasts; ranks > 0 share rank 0's folder.
+
+    Ranks started by a launcher (torchrun, srun: not Lightning's LightningEnvironment) first meet in their
+    process group and learn whether rank 0 got the folder, all ending with its RunError if not. Else, rank 0
+    refused a folder in use, the others would wait for it: at their first collective until its timeout
+    (30 minutes), or for its tokenizer for as long as the other run's heartbeat lasts. Lightning's own
+    launcher starts the other processes only in fit, after rank 0 holds the lock.
+    """
+    meet = trainer.world_size > 1 and not isinstance(trainer.strategy.cluster_environment, LightningEnvironment)
+    error = None
+    if trainer.is_global_zero:
+        try:
+            held.enter_context(RunLock(run_dir))
+        except RunError as e:
+            if not meet:
+                raise
+            error = str(e)
+    if meet:
+        trainer.strategy.setup_environment()  # the process group fit would set up (it keeps this one)
+        error = trainer.strategy.broadcast(error)
+    if error is not None:
+        raise RunError(error if trainer.is_global_zero else f"rank {trainer.global_rank}: rank 0 stopped: {error}")
+
+
 def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveOnSignal) -> dict:
     last = stop.path
     datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
@@ -72,6 +102,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
         shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
     module = new_module(cfg, datamodule.tokenizer)
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
+    log.info("rank %d: fit ended at global step %d", trainer.global_rank, trainer.global_step)  # each rank's record
     if trainer.strategy.reduce_boolean_decision(stop.pending, all=False):  # a signal in the last batch
         trainer.save_checkpoint(last)
         raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, last)

@@ -11,6 +11,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.training.builders import instantiate_group, make_trainer
 from seq2seq.training.datamodule import TranslationDataModule
 from seq2seq.training.lightning_module import TranslationModule
+from seq2seq.training.ranks import rank_log
 
 
 def validate(cfg: DictConfig) -> dict:
@@ -19,9 +20,10 @@ def validate(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     contents = modelfile.read_contents(Path(cfg.model_file))
     trainer = make_trainer(cfg)
-    datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
-    datamodule.tokenizer = Tokenizer.from_state(contents["tokenizer"])
-    module = TranslationModule(model=contents["model"], tokenizer=contents["tokenizer"], optim={},
-                               decoding=contents["decoding"])
-    module.model.load_state_dict(contents["state_dict"])
-    return trainer.validate(module, datamodule, verbose=False)[0]
+    with rank_log(Path(cfg.paths.run_dir), "validate", trainer.global_rank):
+        datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
+        datamodule.tokenizer = Tokenizer.from_state(contents["tokenizer"])
+        module = TranslationModule(model=contents["model"], tokenizer=contents["tokenizer"], optim={},
+                                   decoding=contents["decoding"])
+        module.model.load_state_dict(contents["state_dict"])
+        return trainer.validate(module, datamodule, verbose=False)[0]

@@ -65,10 +65,10 @@ def call(url: str, body: bytes | dict | None = None, timeout: float = 300,
 
 
 def start_server(overrides: list[str], log: Path, threads: int | None = None, wait: float = 300,
-                 env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`python scripts/serve.py overrides... port=<free> host=127.0.0.1` (its own session) and its URL, once
-    GET /health answers 200; `env` is added to this process's environment."""
-    port = free_port()
+                 env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`python scripts/serve.py overrides... port=<port or a free one> host=127.0.0.1` (its own session) and its
+    URL, once GET /health answers 200; `env` is added to this process's environment."""
+    port = port or free_port()
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "scripts/serve.py", *overrides, f"port={port}", "host=127.0.0.1"],
@@ -164,8 +164,9 @@ async def request(port: int, path: str, body: bytes | None = None, headers: dict
         try:
             head = [f"{'GET' if body is None else 'POST'} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
                     "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
-            if body is not None:
-                head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            if body is not None:  # a Content-Length in `headers` (announcing more than is sent) stands
+                head += ["Content-Type: application/json", *([] if "Content-Length" in (headers or {}) else
+                                                              [f"Content-Length: {len(body)}"])]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))  # sent while we read
             status_line = await reader.readline()
             if not status_line:

@@ -138,27 +138,27 @@ class Service(litserve.LitServer):
             if dead is not None and not self.stop_requested.is_set():
                 self._fail(queue_process, *dead)
         log.warning("stopping: new connections refused, requests in flight get up to %g s", self.grace_period)
-        self._end(queue_process, signal.SIGTERM, self.grace_period + STOP_S)
+        self._end(queue_process, self.grace_period + STOP_S)
         self._exit(0, "stopped")
 
     def _fail(self, queue_process: mp.Process, kind: str, dead: mp.Process) -> None:
         for p in self.http_processes:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGUSR1)  # Guard: 503 for every request held, and every later one
-        self._end(queue_process, signal.SIGTERM, STOP_S)
+        self._end(queue_process, STOP_S)
         self._exit(1, f"error: the service's {kind} (pid {dead.pid}) ended ({_how(dead)}); the service stopped, "
                       "for its supervisor to start it again")
 
-    def _end(self, queue_process: mp.Process, signum: int, http_wait: float) -> None:
+    def _end(self, queue_process: mp.Process, http_wait: float) -> None:
         """The HTTP processes first (they may still need the workers), then the workers, then the queues."""
-        stop(self.http_processes, signum, http_wait)
+        stop(self.http_processes, signal.SIGTERM, http_wait)
         stop(list(getattr(self, "inference_workers", [])), signal.SIGTERM, STOP_S)
         stop([queue_process], signal.SIGTERM, STOP_S)
         resource_tracker._resource_tracker._stop()  # the helper process spawning the workers started
 
     @staticmethod
     def _exit(status: int, message: str) -> None:
-        """End the main process from this thread: the main thread waits on the queue process's event, gone now."""
+        """End the main process from this thread; its main thread waits in LitServer.run on an event never set."""
         if status:
             print(message, file=sys.stderr)
         else:

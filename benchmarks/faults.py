@@ -25,8 +25,9 @@ left after the rerun; each failure ends with exit status 2 and one `error:` line
 SIGINT/SIGTERM of training ends with 128 + signal and one `interrupted:` line. It prints the counts: faults
 injected, runs resumed, outputs checked, lines lost (and every check that failed).
 
-For the service: requests sent, answered 200, answered 4xx or 5xx, refused (the port was closed), reset
-(accepted, then closed without a status line: those an HTTP process held when it was killed), hung (no
+For the service: requests sent, answered 200, answered 4xx or 5xx, refused (sent after the fault and refused
+or closed without a status line: the port was closing), reset (sent before the fault, then closed without a
+status line: those a killed HTTP process held), hung (no
 status line within the service's timeout + 5 s: must be 0); the exit status (SIGTERM: 0, no request
 reset; a killed child: 1 and one `error:` line); that every process of the service ended within
 SERVICE_ENDS_S of the fault; and that a new server on the same port was serving within SERVING_AGAIN_S,
@@ -375,14 +376,18 @@ def service_bodies(rng: random.Random, lines: list[str]) -> tuple[str, bytes, di
     return "valid", json.dumps({"text": text, "beam_size": rng.randint(1, 5)}).encode(), {}
 
 
-async def service_load(port: int, lines: list[str], clients: int, rng: random.Random, stop: asyncio.Event) -> Counter:
-    """`clients` async clients, each sending its next request when the previous one is answered, until `stop`."""
+async def service_load(port: int, lines: list[str], clients: int, rng: random.Random, stop: asyncio.Event,
+                       fault: dict) -> Counter:
+    """`clients` async clients, each sending its next request when the previous one is answered, until `stop`.
+    A connection closed without a status line counts as reset when its request was sent before the fault
+    (fault["at"]), as refused when after (the port was closing: no server can answer those)."""
     counts: Counter = Counter()
 
     async def client(rng: random.Random) -> None:
         while not stop.is_set():
             _, body, headers = service_bodies(rng, lines)
             counts["sent"] += 1
+            sent = time.monotonic()
             try:
                 status, _ = await request(port, "/translate", body, headers, timeout=TIMEOUT_S + 5)
                 counts["200" if status == 200 else "4xx" if status < 500 else "5xx"] += 1
@@ -392,7 +397,7 @@ async def service_load(port: int, lines: list[str], clients: int, rng: random.Ra
                 counts["refused"] += 1
                 await asyncio.sleep(0.05)  # a closed port refuses at once: no need to spin on it
             except OSError:  # accepted, then closed before a status line
-                counts["reset"] += 1
+                counts["reset" if fault.get("at") is None or sent < fault["at"] else "refused"] += 1
     await asyncio.gather(*(client(random.Random(rng.random())) for _ in range(clients)))
     return counts
 
@@ -428,11 +433,11 @@ class ServiceInjector:
         row = {"fault": f"{signal.Signals(signum).name} {target}", "at_s": delay}
 
         async def campaign() -> Counter:
-            stop = asyncio.Event()
-            load = asyncio.ensure_future(service_load(port, self.lines, self.clients, rng, stop))
+            stop, moment = asyncio.Event(), {}
+            load = asyncio.ensure_future(service_load(port, self.lines, self.clients, rng, stop, moment))
             await asyncio.sleep(delay)
             os.kill(kinds[target][0], signum)
-            injected = time.monotonic()
+            injected = moment["at"] = time.monotonic()
             while alive(pids) and time.monotonic() - injected < SERVICE_ENDS_S:
                 await asyncio.sleep(0.05)
             row["ended_s"] = time.monotonic() - injected if not alive(pids) else None

@@ -113,9 +113,10 @@ class Guard:
             done, _ = await asyncio.wait({work, going}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # uvicorn's grace period ended before the answer
             work.cancel()
-            if not started:
-                await answer(send, 503, "the service stopped before this request was translated; retry")
-            raise
+            if started:
+                raise
+            # the cancellation wanted this request ended, and answering ends it: nothing to propagate
+            return await answer(send, 503, "the service stopped before this request was translated; retry")
         finally:
             going.cancel()
         if work in done:

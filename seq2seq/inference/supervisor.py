@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing import resource_tracker
+from multiprocessing import resource_tracker, util
 from typing import Any
 
 import litserve
@@ -154,6 +154,7 @@ class Service(litserve.LitServer):
         stop(self.http_processes, signal.SIGTERM, http_wait)
         stop(list(getattr(self, "inference_workers", [])), signal.SIGTERM, STOP_S)
         stop([queue_process], signal.SIGTERM, STOP_S)
+        util._run_finalizers()  # what interpreter exit would do (os._exit skips it): semaphores unlinked
         resource_tracker._resource_tracker._stop()  # the helper process spawning the workers started
 
     @staticmethod

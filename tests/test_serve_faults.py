@@ -140,3 +140,21 @@ def test_the_api_key_and_a_sigterm_drain(server: Callable) -> None:
     assert ended(children)
     text = log.read_text()
     assert "Traceback" not in text and "error:" not in text and KEY not in text, text[-2000:]
+
+
+def test_a_worker_that_never_answers_gets_504_then_503_at_the_end_of_the_grace_period(server: Callable) -> None:
+    """Bounded waits: a stopped worker's request gets 504 after `timeout`; one held at SIGTERM gets 503 when
+    `grace_period` ends, and the service still exits 0."""
+    process, url, port, log = server("timeout=3", "grace_period=2")
+    worker = service_processes(process.pid, port)["inference worker"][0]
+    os.kill(worker, signal.SIGSTOP)
+    started = time.monotonic()
+    status, answer = call(f"{url}/translate", {"text": ["A dog runs."]}, timeout=30)
+    assert status == 504 and "timeout" in answer["detail"] and 3 <= time.monotonic() - started < 8
+    with ThreadPoolExecutor(1) as pool:
+        (future,) = held_requests(pool, url, port, 1)
+        process.send_signal(signal.SIGTERM)
+        status, answer = future.result()
+    assert status == 503 and "stopped" in answer["detail"], answer
+    os.kill(worker, signal.SIGCONT)  # a stopped process would take its SIGTERM only when killed, 5 s later
+    assert process.wait(timeout=30) == 0 and "Traceback" not in log.read_text()

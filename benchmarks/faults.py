@@ -15,13 +15,29 @@ injects each fault once, at a point drawn from the seeded generator:
   translate  SIGINT, SIGTERM or SIGKILL after a random delay, a write failure at a random delay (over an older
              output of the same name), then a rerun
 
+  service    SIGKILL of each kind of the server's processes (inference worker, HTTP process, queue process,
+             main process) and SIGTERM of the main one, at a random moment under load from several async
+             clients whose requests mix valid, oversized (a gigabyte announced) and malformed bodies
+
 and checks: final weights (last.ckpt) and model file equal the uninterrupted run's; every output file
 (model.pt, test.hyp, checkpoints, translations) is complete or absent, never partial, and no temporary file is
 left after the rerun; each failure ends with exit status 2 and one `error:` line on stderr, no traceback; a
 SIGINT/SIGTERM of training ends with 128 + signal and one `interrupted:` line. It prints the counts: faults
 injected, runs resumed, outputs checked, lines lost (and every check that failed).
+
+For the service: requests sent, answered 200, answered 4xx or 5xx, refused (sent after the fault and refused
+or closed without a status line: the port was closing), reset (sent before the fault, then closed without a
+status line: those a killed HTTP process held), hung (no
+status line within the service's timeout + 5 s: must be 0); the exit status (SIGTERM: 0, no request
+reset; a killed child: 1 and one `error:` line); that every process of the service ended within
+SERVICE_ENDS_S of the fault; and that a new server on the same port was serving within SERVING_AGAIN_S,
+as a supervisor would start it.
+
+    python -m benchmarks.faults --kinds service --model runs/X/model.pt [--rounds 2] [--clients 8]
 """
 import argparse
+import asyncio
+import json
 import os
 import random
 import re
@@ -43,6 +59,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from benchmarks.loadtest import request, service_processes, start_server, stop_server
+
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 STEPS, PER_EPOCH, EVERY = 24, 12, 3  # training steps, steps per epoch, steps between last.ckpt saves
@@ -57,6 +75,11 @@ TRAIN = ["model.input_size=32", "model.hidden_size=32", "data.tokenizer.vocab_si
          "+callbacks.step_checkpoint.save_last=true", "+callbacks.step_checkpoint.enable_version_counter=false",
          "+callbacks.steps._target_=benchmarks.faults.StepFile", "+callbacks.steps.path=${paths.run_dir}/step"]
 TRANSLATE_LINES = 1000
+SERVE = ["threads=1", "max_lines=8", "max_chars=200", "timeout=20", "grace_period=10"]  # the service under faults
+TIMEOUT_S, GRACE_S = 20, 10  # its timeout and grace_period: a request waiting longer than TIMEOUT_S + 5 s hung
+SERVICE_ENDS_S, SERVING_AGAIN_S = GRACE_S + 10, 60  # the stated times: every process gone; a new server up
+SERVICE_KINDS = {"inference worker": signal.SIGKILL, "HTTP": signal.SIGKILL, "queue process": signal.SIGKILL,
+                 "main": signal.SIGKILL, "main ": signal.SIGTERM}  # (the second "main" gets SIGTERM)
 
 
 class StepFile(L.Callback):
@@ -340,6 +363,139 @@ class Injector:
         return f"{what}: {how}; rerun complete"
 
 
+def service_bodies(rng: random.Random, lines: list[str]) -> tuple[str, bytes, dict]:
+    """(what, body, extra headers) of one request: mostly valid, some oversized, some malformed."""
+    roll = rng.random()
+    if roll < 0.1:
+        return "oversized", b'{"text": ["' + b"x" * 100, {"Content-Length": "1000000000"}
+    if roll < 0.2:
+        return "malformed", rng.choice([b'{"text": ["A dog', b'["A dog."]', b'{"text": "A dog."}', b'\xff\xfe{}',
+                                        b'{"text": ["A dog."], "beam_size": 0}', b'{"text": ["x"], "extra": 1}',
+                                        json.dumps({"text": ["A dog."] * 9}).encode()]), {}
+    text = rng.sample(lines, rng.randint(1, 8))
+    return "valid", json.dumps({"text": text, "beam_size": rng.randint(1, 5)}).encode(), {}
+
+
+async def service_load(port: int, lines: list[str], clients: int, rng: random.Random, stop: asyncio.Event,
+                       fault: dict) -> Counter:
+    """`clients` async clients, each sending its next request when the previous one is answered, until `stop`.
+    A connection closed without a status line counts as reset when its request was sent before the fault
+    (fault["at"]), as refused when after (the port was closing: no server can answer those)."""
+    counts: Counter = Counter()
+
+    async def client(rng: random.Random) -> None:
+        while not stop.is_set():
+            _, body, headers = service_bodies(rng, lines)
+            counts["sent"] += 1
+            sent = time.monotonic()
+            try:
+                status, _ = await request(port, "/translate", body, headers, timeout=TIMEOUT_S + 5)
+                counts["200" if status == 200 else "4xx" if status < 500 else "5xx"] += 1
+            except TimeoutError:
+                counts["hung"] += 1
+            except ConnectionRefusedError:
+                counts["refused"] += 1
+                await asyncio.sleep(0.05)  # a closed port refuses at once: no need to spin on it
+            except OSError:  # accepted, then closed before a status line
+                counts["reset" if fault.get("at") is None or sent < fault["at"] else "refused"] += 1
+    await asyncio.gather(*(client(random.Random(rng.random())) for _ in range(clients)))
+    return counts
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of the processes still running (a zombie has ended)."""
+    running = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+                running.append(pid)
+        except OSError:
+            pass
+    return running
+
+
+class ServiceInjector:
+    """Each fault on a fresh server of `model`, under load, then a new server on the same port."""
+
+    def __init__(self, work: Path, tally: Tally, model: Path, clients: int) -> None:
+        self.work, self.tally, self.model, self.clients = work, tally, model, clients
+        self.lines = subprocess.run(["zcat", str(MULTI30K / "val.en.gz")], capture_output=True, text=True,
+                                    check=True).stdout.splitlines()[:200]
+        self.rows: list[dict] = []
+
+    def fault(self, name: str, kind: str, delay: float, rng: random.Random) -> str:
+        signum, target = SERVICE_KINDS[kind], kind.strip()
+        log = self.work / f"{name}.serve"
+        process, url = start_server([f"model_file={self.model}", *SERVE], log, threads=1)
+        port = int(url.rsplit(":", 1)[1])
+        kinds = service_processes(process.pid, port)
+        pids = [p for ps in kinds.values() for p in ps]
+        row = {"fault": f"{signal.Signals(signum).name} {target}", "at_s": delay}
+
+        async def campaign() -> Counter:
+            stop, moment = asyncio.Event(), {}
+            load = asyncio.ensure_future(service_load(port, self.lines, self.clients, rng, stop, moment))
+            await asyncio.sleep(delay)
+            os.kill(kinds[target][0], signum)
+            injected = moment["at"] = time.monotonic()
+            while alive(pids) and time.monotonic() - injected < SERVICE_ENDS_S:
+                await asyncio.sleep(0.05)
+            row["ended_s"] = time.monotonic() - injected if not alive(pids) else None
+            await asyncio.sleep(0.5)  # a few requests at the closed port
+            stop.set()
+            return await load
+        row |= asyncio.run(campaign())
+        status = process.wait(timeout=5) if row["ended_s"] is not None else stop_server(process)
+        text = log.read_text(errors="replace")
+        errors = sum(line.startswith("error:") for line in text.splitlines())
+        row |= {"exit": status, "error_lines": errors, "tracebacks": text.count("Traceback")}
+        what = f"{name}: {row['fault']} after {delay:.1f} s"
+        expected = {signal.SIGTERM: 0, signal.SIGKILL: -signal.SIGKILL if target == "main" else 1}[signum]
+        self.tally.check(row.get("hung", 0) == 0, f"{what}: {row.get('hung')} requests hung")
+        self.tally.check(signum != signal.SIGTERM or row.get("reset", 0) == 0,
+                         f"{what}: {row.get('reset')} requests dropped by the drain")
+        self.tally.check(status == expected, f"{what}: exit status {status}, expected {expected}")
+        self.tally.check(errors == (1 if expected == 1 else 0), f"{what}: {errors} error: lines")
+        self.tally.check(row["ended_s"] is not None, f"{what}: processes left {SERVICE_ENDS_S} s after: {alive(pids)}")
+        started = time.monotonic()
+        try:
+            stop_server(start_server([f"model_file={self.model}", *SERVE], self.work / f"{name}.again",
+                                     threads=1, wait=SERVING_AGAIN_S, port=port)[0])
+            row["again_s"] = time.monotonic() - started
+        except RuntimeError as e:
+            row["again_s"] = None
+            self.tally.check(False, f"{what}: no new server on port {port}: {str(e)[-300:]}")
+        with self.tally.lock:
+            self.rows.append(row)
+        return f"{what}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                                       if k not in ("fault", "at_s"))
+
+    def table(self) -> str:
+        keys = ["sent", "200", "4xx", "5xx", "refused", "reset", "hung"]
+        lines = [f"{'fault':24s} {'at s':>5s} " + " ".join(f"{k:>8s}" for k in keys) +
+                 f" {'exit':>5s} {'error:':>6s} {'ended s':>8s} {'again s':>8s}"]
+        for r in self.rows:
+            lines.append(f"{r['fault']:24s} {r['at_s']:5.1f} " + " ".join(f"{r.get(k, 0):8d}" for k in keys) +
+                         f" {r['exit']:5d} {r['error_lines']:6d} {_seconds(r['ended_s']):>8s} {_seconds(r['again_s']):>8s}")
+        totals = Counter()
+        for r in self.rows:
+            totals.update({k: r.get(k, 0) for k in keys})
+        lines.append(f"{'total':24s} {'':5s} " + " ".join(f"{totals[k]:8d}" for k in keys))
+        return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def service_plan(injector: ServiceInjector, rounds: int, rng: random.Random) -> list[tuple[str, Callable[[], str]]]:
+    """Every service fault once per round, 1 to 4 s into the load."""
+    return [(f"service {signal.Signals(SERVICE_KINDS[kind]).name} {kind.strip()}",
+             partial(injector.fault, f"r{r}-serve-{kind.strip().replace(' ', '-')}-{SERVICE_KINDS[kind]}", kind,
+                     rng.uniform(1, 4), random.Random(rng.random())))
+            for r in range(1, rounds + 1) for kind in SERVICE_KINDS]
+
+
 def plan(injector: Injector, rounds: int, rng: random.Random) -> list[tuple[str, Callable[[], str]]]:
     """Every fault once per round at a random point: (kind, action), the points drawn in this order."""
     i, t, jobs = injector, injector.translate_s, []
@@ -369,14 +525,26 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="faults injected at the same time")
     parser.add_argument("--minutes", type=float, default=40, help="no new fault is started after this time")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a new temporary one)")
+    parser.add_argument("--kinds", nargs="+", choices=["train", "translate", "service"],
+                        default=["train", "translate", "service"], help="which faults")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model file of the service's faults (default: the uninterrupted run's)")
+    parser.add_argument("--clients", type=int, default=8, help="async clients loading the service")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="faults-"))
     work.mkdir(parents=True, exist_ok=True)
     started, deadline = time.monotonic(), time.monotonic() + 60 * args.minutes
     tally = Tally()
     injector = Injector(work, tally)
-    injector.prepare()
-    print(f"uninterrupted run and translation ready in {time.monotonic() - started:.0f} s ({work})", flush=True)
+    rng = random.Random(args.seed)
+    jobs = []
+    if {"train", "translate"} & set(args.kinds) or args.model is None:
+        injector.prepare()
+        print(f"uninterrupted run and translation ready in {time.monotonic() - started:.0f} s ({work})", flush=True)
+        jobs = [(kind, action) for kind, action in plan(injector, args.rounds, rng)
+                if ("translate" if kind.startswith("translate") else "train") in args.kinds]
+    service = ServiceInjector(work, tally, args.model or injector.reference / "model.pt", args.clients)
+    service_jobs = service_plan(service, args.rounds, rng) if "service" in args.kinds else []
 
     def run(kind: str, action: Callable[[], str]) -> None:
         if time.monotonic() > deadline:
@@ -389,10 +557,16 @@ def main() -> None:
             tally.check(False, f"{kind}: {type(e).__name__}: {e}")
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        for future in [pool.submit(run, kind, action) for kind, action in plan(injector, args.rounds,
-                                                                              random.Random(args.seed))]:
+        for future in [pool.submit(run, kind, action) for kind, action in jobs]:
             future.result()
+    for kind, action in service_jobs:  # one at a time: each measures how soon the service is back
+        run(kind, action)
     print()
+    if service.rows:
+        print(f"service ({args.clients} async clients in this process; timeout {TIMEOUT_S} s, grace_period {GRACE_S} s; "
+              f"hung: no status line within {TIMEOUT_S + 5} s; ended: every process gone, at most {SERVICE_ENDS_S} s; "
+              f"again: a new server on the port answering /health 200, at most {SERVING_AGAIN_S} s)")
+        print(service.table())
     print(f"faults injected: {sum(tally.faults.values())} ({', '.join(f'{k} {n}' for k, n in tally.faults.items())})")
     print(f"runs resumed: {tally.resumed}, reruns: {tally.reruns}")
     print(f"outputs checked: {tally.outputs}")

@@ -218,7 +218,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf/benchmarks", config_name="speed")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmarks/speed")
 def main(cfg: DictConfig) -> None:
     publish(run(cfg), table, cfg.output)
 

@@ -119,7 +119,7 @@ def table(results: dict) -> str:
     return "\n".join(out)
 
 
-@hydra.main(version_base="1.3", config_path="../conf/benchmarks", config_name="translation")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmarks/translation")
 def main(cfg: DictConfig) -> None:
     publish(run(cfg), table, cfg.output)
 

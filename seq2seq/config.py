@@ -284,6 +284,9 @@ class ServeConfig(TranslatorConfig):
     workers: int = 1                          # inference worker processes, each with its own copy of the model
     threads: int | None = None                # torch threads per worker; null: torch's default
     timeout: float = 120                      # seconds a request may wait and run before it gets a 504
+    max_body_bytes: int | None = None         # larger bodies get 413 unread; null: the largest a request within the limits can be
+    grace_period: float = 30                  # seconds SIGTERM/SIGINT leaves requests in flight to finish before their 503
+    api_key_env: str | None = "SEQ2SEQ_API_KEY"  # environment variable holding the API key (X-API-Key); unset: no key
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -293,6 +296,22 @@ class ServeConfig(TranslatorConfig):
         check_int("threads", self.threads, none_ok=True)
         check_number("batch_timeout", self.batch_timeout, lambda x: x >= 0, ">= 0")
         check_number("timeout", self.timeout, lambda x: x > 0, "> 0")
+        check_number("grace_period", self.grace_period, lambda x: x > 0, "> 0 (seconds)")
+        check_int("max_body_bytes", self.max_body_bytes, low=self.least_body_bytes, none_ok=True)
+        if self.api_key_env is not None and not (isinstance(self.api_key_env, str) and self.api_key_env):
+            raise ConfigError(f"api_key_env must name an environment variable, or be null, got {self.api_key_env!r}")
+
+    @property
+    def least_body_bytes(self) -> int:
+        """The largest body a request within max_lines and max_chars can have: every character escaped as a
+        surrogate pair (\\uXXXX\\uXXXX, 12 bytes), 16 bytes of JSON per line (quotes, comma, spacing) and
+        4 KiB for the rest (braces, keys, beam_size, n_best)."""
+        return self.max_lines * (self.max_chars * 12 + 16) + 4096
+
+    @property
+    def body_bytes(self) -> int:
+        """max_body_bytes, or the least that refuses no request within the limits."""
+        return self.least_body_bytes if self.max_body_bytes is None else self.max_body_bytes
 
 
 def from_dict(cls: type, values: dict, group: str):

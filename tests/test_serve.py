@@ -1,4 +1,6 @@
 """scripts/serve.py as a user runs it: the real server on a free loopback port, spoken to over HTTP."""
+import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -83,3 +85,39 @@ def test_the_load_test_runs_without_failures(service: dict) -> None:
         level = load(service["url"], lines, clients, requests=8, lines_per_request=4, max_seconds=60, body={})
         assert level["failed"] == 0 and level["requests"] == 8 and level["sentences"] == 32, level
         assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+
+
+def raw_answer(url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """(status, body) of a request written byte for byte on a socket of its own (5 s at most)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def test_an_oversized_body_gets_413_unread_with_a_short_answer(service: dict) -> None:
+    """A gigabyte announced, 100 bytes sent: the 413 comes at once, so the body was never waited for."""
+    head = ("POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000000000\r\nConnection: close")
+    status, body = raw_answer(service["url"], head, b'{"text": ["' + b"x" * 89)
+    assert status == 413 and len(body) < 1024 and b"max_body_bytes" in body, body
+
+
+def test_no_error_answer_echoes_the_input(service: dict) -> None:
+    """pydantic's 422 would return the whole offending value (here 20,000 characters) as `input`."""
+    for body in ({"text": "x" * 20_000}, {"text": ["x" * 20_000]}, {"x" * 20_000: 1, "text": ["A dog."]}):
+        status, answer = call(f"{service['url']}/translate", body)
+        assert status == 422 and len(json.dumps(answer)) < 1024, (status, str(answer)[:300])
+
+
+def test_a_request_at_every_limit_is_accepted(service: dict) -> None:
+    """max_lines lines of max_chars characters outside the BMP (12 bytes each in ASCII JSON), the largest beam
+    and n_best: within the default max_body_bytes."""
+    body = json.dumps({"text": ["\U0001F600" * 200] * 8, "beam_size": 10, "n_best": 10}).encode()
+    assert len(body) > 8 * 200 * 12
+    status, answer = call(f"{service['url']}/translate", body)
+    assert status == 200 and len(answer["translations"]) == 8 and all(len(n) == 10 for n in answer["n_best"])

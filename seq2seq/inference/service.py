@@ -8,24 +8,35 @@ adds only the request schema and how a batch of requests becomes one ``Translato
 Requests are validated by FastAPI against ``TranslateRequest`` in the HTTP process, before they reach
 a worker: a bad request gets a 422 JSON answer whose ``detail[].loc`` names the field, and can never
 fail the batch it would have joined (LitServe fails a whole batch when one of its requests raises).
+Before that, ``Guard`` (guard.py) checks the API key and the body's size; the main process supervises
+the others (supervisor.py).
 """
+import logging
+import os
+import signal
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import litserve
 import torch
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
+from seq2seq.config import ServeConfig, TranslatorConfig
+from seq2seq.inference.guard import Guard, short_validation_error
+from seq2seq.inference.supervisor import Service, die_with_parent
 from seq2seq.inference.translator import Translator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Limits:
-    """What one request may ask for: lines, characters per line, beam size; default_beam_size is the
-    model's (used when a request gives none, and to check its n_best)."""
-    max_lines: int = 64
-    max_chars: int = 1000
-    max_beam_size: int = 10
+    """What one request may ask for (ServeConfig's max_lines, max_chars, max_beam_size); default_beam_size
+    is the model's (used when a request gives none, and to check its n_best)."""
+    max_lines: int = ServeConfig.max_lines
+    max_chars: int = ServeConfig.max_chars
+    max_beam_size: int = ServeConfig.max_beam_size
     default_beam_size: int = 5
 
 
@@ -68,9 +79,12 @@ class TranslationAPI(litserve.LitAPI):
 
     def __init__(self, options: dict, threads: int | None = None, **batching) -> None:
         super().__init__(api_path="/translate", **batching)
-        self.options, self.threads = options, threads
+        self.options, self.threads, self.parent = options, threads, os.getpid()
 
     def setup(self, device: str) -> None:
+        """In the worker process: dies with the main process, leaves Ctrl-C to it (which drains the service)."""
+        die_with_parent(self.parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.translator = Translator.from_options(self.options)
@@ -109,9 +123,30 @@ class TranslationAPI(litserve.LitAPI):
 
 
 def server(options: dict, limits: Limits, *, max_batch_size: int, batch_timeout: float, workers: int,
-           timeout: float, threads: int | None, info: dict) -> litserve.LitServer:
-    """The LitServer: POST /translate, GET /health (200 once the workers have loaded the model), GET /info."""
+           timeout: float, threads: int | None, info: dict, max_body_bytes: int, grace_period: float,
+           api_key: str | None) -> Service:
+    """The server: POST /translate, GET /health (200 once the workers have loaded the model, until the
+    service stops), GET /info; behind Guard, supervised by its main process."""
     TranslateRequest.limits = limits
     api = TranslationAPI(options, threads, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-    return litserve.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
-                              model_metadata={**info, "limits": asdict(limits)})
+    guard = {"api_key": api_key, "max_body_bytes": max_body_bytes, "timeout": timeout}
+    service = Service(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
+                      grace_period=grace_period, middlewares=[(Guard, guard)],
+                      model_metadata={**info, "limits": {**asdict(limits), "max_body_bytes": max_body_bytes}})
+    service.app.add_exception_handler(RequestValidationError, short_validation_error)
+    return service
+
+
+def serve(cfg: ServeConfig) -> None:
+    """scripts/serve.py: check the model in this process (a bad one ends with one ``error:`` line here, not
+    in a worker), then serve until a signal (exit 0) or a dead process (exit 1)."""
+    options = TranslatorConfig.options(vars(cfg))
+    info = {"model_file": cfg.model_file, **Translator.from_options(options).info()}
+    limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, info["decoding"]["beam_size"])
+    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    log.warning("API key: %s", f"required (X-API-Key, from ${cfg.api_key_env})" if api_key else
+                f"none (${cfg.api_key_env} is not set): anyone who reaches the port can translate")
+    service = server(options, limits, max_batch_size=cfg.max_batch_size, batch_timeout=cfg.batch_timeout,
+                     workers=cfg.workers, timeout=cfg.timeout, threads=cfg.threads, info=info,
+                     max_body_bytes=cfg.body_bytes, grace_period=cfg.grace_period, api_key=api_key)
+    service.run(host=cfg.host, port=cfg.port, generate_client_file=False, log_level="warning")

@@ -58,6 +58,7 @@ class Ensemble(nn.Module):
             raise ValueError(f"ensemble members differ in target vocabulary size or padding id: {sorted(sizes)}")
         self.members = nn.ModuleList(models)
         self.pad_id = models[0].pad_id
+        self.table_steps = [table_step(m.decoder) for m in models]  # the CPU fp32 GRU step (cpu_step.py)
 
     @property
     def has_attention(self) -> bool:
@@ -75,8 +76,7 @@ class Ensemble(nn.Module):
         The attention is the members' mean (members without attention left out).
         """
         logps, attns, per_model = [], [], []
-        for model, (memory, hidden) in zip(self.members, state.per_model):
-            table = table_step(model.decoder)  # the CPU fp32 GRU step (cpu_step.py)
+        for model, table, (memory, hidden) in zip(self.members, self.table_steps, state.per_model):
             logits, hidden, attn = model.decoder(prev, hidden, memory, rows, table if table.applies(prev) else None)
             logps.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
             per_model.append((memory, hidden))

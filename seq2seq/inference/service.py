@@ -22,7 +22,7 @@ import torch
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
-from seq2seq.config import ServeConfig, TranslatorConfig
+from seq2seq.config import DecodingConfig, ServeConfig, TranslatorConfig
 from seq2seq.inference.guard import Guard, short_validation_error
 from seq2seq.inference.supervisor import Service, die_with_parent
 from seq2seq.inference.translator import Translator
@@ -37,7 +37,7 @@ class Limits:
     max_lines: int = ServeConfig.max_lines
     max_chars: int = ServeConfig.max_chars
     max_beam_size: int = ServeConfig.max_beam_size
-    default_beam_size: int = 5
+    default_beam_size: int = DecodingConfig.beam_size
 
 
 class TranslateRequest(BaseModel):
@@ -144,8 +144,9 @@ def serve(cfg: ServeConfig) -> None:
     info = {"model_file": cfg.model_file, **Translator.from_options(options).info()}
     limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, info["decoding"]["beam_size"])
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    log.warning("API key: %s", f"required (X-API-Key, from ${cfg.api_key_env})" if api_key else
-                f"none (${cfg.api_key_env} is not set): anyone who reaches the port can translate")
+    source = f"${cfg.api_key_env}" if cfg.api_key_env else "api_key_env"
+    log.warning("API key: %s", f"required (X-API-Key, from {source})" if api_key else
+                f"none ({source} is not set): anyone who reaches the port can translate")
     service = server(options, limits, max_batch_size=cfg.max_batch_size, batch_timeout=cfg.batch_timeout,
                      workers=cfg.workers, timeout=cfg.timeout, threads=cfg.threads, info=info,
                      max_body_bytes=cfg.body_bytes, grace_period=cfg.grace_period, api_key=api_key)

@@ -27,7 +27,7 @@ import seq2seq.config  # noqa: F401  (registers the typed configs with Hydra)
 from benchmarks.meter import TokenMeter, machine, peak_rss_mib, publish
 from seq2seq.inference.translator import Translator
 from seq2seq.training.lightning_module import TranslationModule
-from seq2seq.training.loss import smoothed_loss
+from seq2seq.training.loss import batch_loss
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -47,8 +47,7 @@ def forward_backward(module: TranslationModule, batch: dict, precision: str) -> 
     """One training batch's forward and backward pass (as Lightning runs it); returns its target tokens."""
     dtype = AUTOCAST[precision]
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        logits = module.model(batch["src"], batch["src_lens"], batch["tgt_in"])
-        loss, _, n = smoothed_loss(logits, batch["tgt_out"], 0.1)
+        loss, _, n = batch_loss(module.model, batch, 0.1)
     (loss / n).backward()
     return n
 

@@ -63,6 +63,7 @@ class ModelConfig:
     attention: str = "luong"                  # luong | bahdanau | none (only the bridged h_n carries the source)
     tie_embeddings: bool = True               # source and target share one embedding (needs a joint vocabulary)
     tie_output: bool = True                   # the output projection shares the target embedding
+    layer_norm: bool = False                  # layer-normalised GRU gates, encoder and decoder (model/gru.py)
 
     def __post_init__(self) -> None:
         for key in ("input_size", "hidden_size", "num_layers", "decoder_hidden_size", "decoder_num_layers"):
@@ -70,7 +71,7 @@ class ModelConfig:
             if not (key.startswith("decoder_") and value is None):
                 check_int(f"model.{key}", value)
         check_number("model.dropout", self.dropout, lambda x: 0 <= x < 1, "in [0, 1)")
-        for key in ("bias", "bidirectional", "tie_embeddings", "tie_output"):
+        for key in ("bias", "bidirectional", "tie_embeddings", "tie_output", "layer_norm"):
             check_flag(f"model.{key}", getattr(self, key))
         check_choice("model.attention", self.attention, ATTENTION_CHOICES)
 

@@ -200,11 +200,12 @@ def test_tied_embeddings_need_one_vocabulary() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("steps", [6, 40])  # 24 positions: one chunk of the loss; 160: three, the last partial
+def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dtype, steps: int) -> None:
     from seq2seq.training.loss import smoothed_loss
     g = torch.Generator().manual_seed(0)
-    logits = (3 * torch.randn(4, 6, V_TGT, generator=g)).to(dtype).requires_grad_()
-    target = torch.randint(1, V_TGT, (4, 6), generator=g)
+    logits = (3 * torch.randn(4, steps, V_TGT, generator=g)).to(dtype).requires_grad_()
+    target = torch.randint(1, V_TGT, (4, steps), generator=g)
     target[1, 3:] = target[3, 1:] = PAD
     loss, nll, tokens = smoothed_loss(logits, target, 0.2)
     loss.backward()
@@ -214,7 +215,7 @@ def test_smoothed_loss_matches_cross_entropy_value_and_gradient(dtype: torch.dty
     ref.backward()
     ref_nll = torch.nn.functional.cross_entropy(ref_logits.detach().view(-1, V_TGT), target.view(-1),
                                                 ignore_index=PAD, reduction="sum")
-    assert tokens == int((target != PAD).sum()) == 24 - 3 - 5
+    assert tokens == int((target != PAD).sum()) == 4 * steps - (steps - 3) - (steps - 1)
     assert torch.allclose(loss, ref, rtol=1e-5) and torch.allclose(nll, ref_nll, rtol=1e-5)
     assert not nll.requires_grad
     assert logits.grad.dtype == dtype

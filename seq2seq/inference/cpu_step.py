@@ -34,11 +34,12 @@ class TableStep:
         return self._decoder()
 
     def applies(self, prev: torch.Tensor) -> bool:
-        """One step (prev (B, 1)) without gradients, in fp32 on CPU, by an nn.GRU (not an int8 one) that
-        reads only the previous piece (not Bahdanau's context)."""
+        """One step (prev (B, 1)) without gradients, in fp32 on CPU, by an nn.GRU (not an int8 one, nor a
+        layer-normalised one) that reads only the previous piece (not Bahdanau's context)."""
         d = self.decoder
         return (prev.size(1) == 1 and not torch.is_grad_enabled() and prev.device.type == "cpu"
-                and type(d.rnn) is nn.GRU and not d.feeds_context and not torch.is_autocast_enabled("cpu"))
+                and isinstance(d.rnn, nn.GRU) and not getattr(d.rnn, "layer_norm", False)
+                and not d.feeds_context and not torch.is_autocast_enabled("cpu"))
 
     def __call__(self, prev: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden (L, B, H): r, z, n gates; h' = (h - n) * z + n."""

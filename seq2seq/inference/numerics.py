@@ -17,6 +17,7 @@ arithmetic).
 bf16 runs the search under ``torch.autocast("cpu", torch.bfloat16)``: matrix products (Linear, attention
 bmm) in bf16 on AVX-512 BF16 / AMX units, the GRU, softmax and the search's scores in fp32.
 """
+import copy
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 
@@ -24,14 +25,21 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized import dynamic as qd
 
+from seq2seq.model.gru import GRU, as_nn_gru
+
 
 def quantize_int8(model: nn.Module, full_range: bool | None = None) -> nn.Module:
     """A copy of `model` (fp32, eval, CPU) with every nn.GRU and nn.Linear dynamically quantized to int8;
     full_range: 8-bit activations (default: where the CPU sums int8 products in 32 bits)."""
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, GRU):
+                setattr(parent, name, as_nn_gru(child))  # torch.ao converts nn.GRU itself only
     with warnings.catch_warnings():  # the deprecation notice: the module docstring says why this API
         warnings.filterwarnings("ignore", message=r"(?s).*(torch\.ao\.quantization is deprecated|quantize_per_tensor)")
-        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.GRU: qconfig, nn.Linear: qconfig})
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.GRU: qconfig, nn.Linear: qconfig}, inplace=True)
     if full_range is None:
         full_range = _sums_int8_in_32_bits()
     if full_range:

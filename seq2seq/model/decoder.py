@@ -1,4 +1,5 @@
-"""The decoder: target embeddings read by an ``nn.GRU`` started from the bridged encoder state.
+"""The decoder: target embeddings read by a GRU (model/gru.py: nn.GRU's semantics) started from the
+bridged encoder state.
 
   luong     GRU over the whole target in one fused call, then attention with its outputs as queries.
   bahdanau  attention with the previous top-layer state as query, context fed into the GRU input:
@@ -7,7 +8,7 @@
 A readout layer tanh(W [h_t; c_t]) (B, T, R) feeds the output projection to the vocabulary.
 
 Search may step the GRU its own way (``gru_step``: seq2seq/inference/cpu_step.py looks the first
-layer's input gates up in a table); the model itself always runs ``nn.GRU``.
+layer's input gates up in a table); the model itself always runs its GRU.
 """
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from seq2seq.model.attention import ATTENTION, Memory
 from seq2seq.model.dropout import FastDropout
+from seq2seq.model.gru import GRU
 
 GRUStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -23,15 +25,15 @@ GRUStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 class Decoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float, bias: bool, pad_id: int, memory_size: int, attention: str,
-                 readout_size: int) -> None:
+                 readout_size: int, layer_norm: bool = False) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
         self.dropout = FastDropout(dropout)
         self.attention = ATTENTION[attention](hidden_size, memory_size) if attention != "none" else None
         self.feeds_context = attention == "bahdanau"
         rnn_input = input_size + (memory_size if self.feeds_context else 0)
-        self.rnn = nn.GRU(rnn_input, hidden_size, num_layers, bias=bias, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = GRU(rnn_input, hidden_size, num_layers, bias=bias, dropout=dropout if num_layers > 1 else 0.0,
+                       layer_norm=layer_norm)
         self.readout = nn.Linear(hidden_size + (memory_size if self.attention else 0), readout_size)
         self.output = nn.Linear(readout_size, vocab_size)
 
@@ -41,14 +43,16 @@ class Decoder(nn.Module):
         return Memory(values, keys, mask)
 
     def forward(self, tgt_in: torch.Tensor, hidden: torch.Tensor, memory: Memory, rows: torch.Tensor | None = None,
-                gru_step: GRUStep | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                gru_step: GRUStep | None = None, positions: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tgt_in (B, T), hidden (L, B, H) -> logits (B, T, V), hidden (L, B, H), attn (B, T, S) | None.
 
         Teacher forcing passes the whole shifted target; search passes T = 1 and the returned state,
         and may ask for the logits of some rows only, (N, T, V) for `rows` (N,): the output projection
         is most of a step's arithmetic, and a beam's ended hypotheses need none. The memory may hold one
-        row per K rows of tgt_in (a sentence's beam: attention.py). ``gru_step`` (T = 1, luong and none
-        only) replaces embedding and nn.GRU: prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden.
+        row per K rows of tgt_in (a sentence's beam: attention.py). Training asks for the logits of the
+        target's non-pad `positions` (B, T) bool only: (N, V), N = positions.sum(). ``gru_step`` (T = 1, luong and none
+        only) replaces embedding and GRU: prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden.
         """
         if self.feeds_context:
             out, ctx, attn, hidden = self._step_by_step(self.dropout(self.embed(tgt_in)), hidden, memory)
@@ -62,6 +66,8 @@ class Decoder(nn.Module):
         readout = torch.tanh(self.readout(self.dropout(features)))  # (B, T, R)
         if rows is not None:
             readout = readout.index_select(0, rows)
+        if positions is not None:
+            readout = readout[positions]  # (N, R)
         return self.output(self.dropout(readout)), hidden, attn
 
     def _step_by_step(self, x: torch.Tensor, hidden: torch.Tensor, memory: Memory):

@@ -24,11 +24,11 @@ class EncoderDecoder(nn.Module):
                              f"source and {tgt_vocab} target pieces (set data.tokenizer.joint=true)")
         self.config, self.pad_id = c, pad_id
         self.encoder = Encoder(src_vocab, c.input_size, c.hidden_size, c.num_layers, c.dropout, c.bias,
-                               c.bidirectional, pad_id)
+                               c.bidirectional, pad_id, c.layer_norm)
         self.bridge = Bridge(c.num_layers, c.directions, c.hidden_size, c.decoder_layers, c.decoder_hidden)
         self.decoder = Decoder(tgt_vocab, c.input_size, c.decoder_hidden, c.decoder_layers, c.dropout, c.bias,
                                pad_id, self.encoder.output_size, c.attention,
-                               readout_size=c.input_size if c.tie_output else c.decoder_hidden)
+                               readout_size=c.input_size if c.tie_output else c.decoder_hidden, layer_norm=c.layer_norm)
         if c.tie_embeddings:
             self.decoder.embed.weight = self.encoder.embed.weight
         if c.tie_output:
@@ -40,8 +40,10 @@ class EncoderDecoder(nn.Module):
         mask = torch.arange(src.size(1), device=src.device) < src_lens.to(src.device).unsqueeze(1)
         return self.decoder.memory(values, mask), self.bridge(h_n)
 
-    def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: src (B, S), src_lens (B,), tgt_in (B, T) -> logits (B, T, V)."""
+    def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: src (B, S), src_lens (B,), tgt_in (B, T) -> logits (B, T, V), or (N, V) at the
+        `positions` (B, T) bool (training's non-pad targets: padding costs no output product)."""
         memory, hidden = self.encode(src, src_lens)
-        logits, _, _ = self.decoder(tgt_in, hidden, memory)
+        logits, _, _ = self.decoder(tgt_in, hidden, memory, positions=positions)
         return logits

@@ -15,7 +15,7 @@ from seq2seq.evaluation import corpus_scores
 from seq2seq.inference.search import decode_ids
 from seq2seq.model import EncoderDecoder
 from seq2seq.training import schedules
-from seq2seq.training.loss import smoothed_loss
+from seq2seq.training.loss import batch_loss
 
 
 class EvaluatedSentence(NamedTuple):
@@ -53,8 +53,7 @@ class TranslationModule(L.LightningModule):
         checkpoint["tokenizer"] = self.tokenizer.state()  # the checkpoint alone can translate
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["src"], batch["src_lens"], batch["tgt_in"])
-        loss, nll, tokens = smoothed_loss(logits, batch["tgt_out"], self.label_smoothing)
+        loss, nll, tokens = batch_loss(self.model, batch, self.label_smoothing)
         loss, nll = loss / tokens, nll / tokens
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; "

@@ -36,15 +36,26 @@ WORD_START = "\u2581"  # SentencePiece's "▁": the space before a word, kept at
 
 
 def word_numbers(pieces: list[str]) -> list[int]:
-    """Each piece's word, counted from 0 as the decoded text's whitespace-separated words: a piece starting with
-    ▁ begins a word, unless the piece before it was ▁ alone (a space split off, e.g. before byte pieces), which
-    began it; the first piece is in word 0 either way."""
-    numbers, word, spaced = [], -1, False
+    """Each piece's word, counted from 0 as the decoded text's whitespace-separated words: a piece with text
+    begins a word when a ▁ (a space) came before its text, in it or in the pieces since the last text (the
+    start counts as a space); a piece that is only ▁ belongs to the word after it, or at the end to the last."""
+    numbers: list[int | None] = []
+    word, space = -1, True
     for piece in pieces:
-        if word < 0 or (piece.startswith(WORD_START) and not spaced):
-            word += 1
-        spaced = not piece.strip(WORD_START)
-        numbers.append(word)
+        space = space or piece.startswith(WORD_START)
+        if piece.strip(WORD_START):
+            if space:
+                word += 1
+            space = False
+            numbers.append(word)
+        else:
+            numbers.append(None)
+    after = max(word, 0)
+    for i in reversed(range(len(numbers))):
+        if numbers[i] is None:
+            numbers[i] = after
+        else:
+            after = numbers[i]
     return numbers
 
 
@@ -72,7 +83,7 @@ class Alignment:
         """(source word, target word) pairs, sorted: each target piece's word with the word of the source piece it
         attends to most. Words count from 0 over the whitespace-separated words of the source line (as
         SentencePiece normalizes it) and of the translation."""
-        src, tgt = word_numbers(self.src_pieces), word_numbers(self.tgt_pieces)
+        src, tgt = word_numbers(self.src_pieces[:-1]), word_numbers(self.tgt_pieces[:-1])  # EOS left out
         return sorted({(src[s], tgt[t]) for t, s in enumerate(self.source_positions())})
 
 

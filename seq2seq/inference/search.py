@@ -233,6 +233,8 @@ def decode(model: Model, src: torch.Tensor, src_lens: torch.Tensor, decoding: De
     sampler = None
     if sampling is not None:
         check_sampling_search(sampling.method, decoding.beam_size, decoding.n_best)
+        if seeds is None or len(seeds) != src.size(0):
+            raise ValueError(f"sampling needs one seed per sentence: {src.size(0)} sentences, seeds {seeds!r}")
         sampler = Sampler(sampling, seeds, limits, search_steps(limits, prefix), src.device)
     if decoding.beam_size == 1:
         return greedy(model, src, src_lens, limits, bos=bos, eos=eos, alpha=decoding.alpha,

@@ -236,14 +236,13 @@ class Translator:
         """n-best lists of lines numbered first, first + 1, ... (the numbers name them in warnings).
 
         Hypotheses the search could not complete (score -inf, possible only when a beam is wider than the
-        choices left) are dropped, so a list holds at most n_best.
+        choices left, as after a prefix that fills the output limit) are dropped, so a list holds at most n_best.
         """
         ids = self._encode(lines, first)
         forced = self.tokenizer.encode_tgt([p or "" for p in prefixes]) if any(prefixes) else None
         todo = [i for i, line in enumerate(lines) if line.strip()]
-        blank = AlignedHypothesis("", 0.0, Alignment([], [], torch.zeros(0, 0), "")) if alignments \
-            else Hypothesis("", 0.0)
-        out = [[blank] for _ in lines]
+        out = [[AlignedHypothesis("", 0.0, Alignment([], [], torch.zeros(0, 0), "")) if alignments
+                else Hypothesis("", 0.0)] for _ in lines]
         for batch, src, src_lens in self._batches([ids[i] for i in todo]):
             rows = [todo[b] for b in batch]  # the batch's lines, in its (length-sorted) order
             prefix = None if forced is None or not any(forced[i] for i in rows) else \

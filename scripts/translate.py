@@ -4,6 +4,9 @@ n_best=K writes JSON lines {"line": i, "rank": r, "score": s, "text": ...} inste
 of every input line i (1-based), best first, score = log-probability / ((5 + pieces) / 6) ** alpha.
 interactive=true (the default when stdin is a terminal) prints each translation as soon as its line arrives.
 attention_lines=[1,3] also saves those input lines' attention heat-maps as attention_dir/line<N>.png.
+input_format=jsonl reads {"text": ..., "prefix": ...} lines: each translation starts with its prefix's pieces
+(scores include their log-probabilities). alignments=true writes JSON lines with each hypothesis's pieces,
+piece_alignment and word_alignment. sampling=top_k|top_p draws each translation instead of searching.
 """
 import hydra
 from omegaconf import DictConfig

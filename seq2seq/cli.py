@@ -5,6 +5,7 @@ Our own input and settings errors (ConfigError, DataError, ModelFileError, RunEr
 one `error: ...` line on stderr and exit status 2; any other exception is a bug and keeps its traceback.
 """
 import functools
+import json
 import logging
 import sys
 import warnings
@@ -114,6 +115,32 @@ def input_lines(path: str | None) -> Iterator[str]:
         return
     with open_text(Path(path)) as f:
         yield from iter_lines(f, path)
+
+
+def input_records(path: str | None, input_format: str = "text") -> Iterator[tuple[str, str | None]]:
+    """(text, prefix) of each input line: a text line has no prefix; input_format="jsonl" reads one
+    {"text": ..., "prefix": ...} object a line (prefix optional; a blank line is a blank text)."""
+    where = "<stdin>" if path in (None, "-") else path
+    for number, line in enumerate(input_lines(path), 1):
+        yield (line, None) if input_format == "text" or not line.strip() else json_record(line, f"{where}:{number}")
+
+
+def json_record(line: str, where: str) -> tuple[str, str | None]:
+    """One input_format=jsonl line -> (text, prefix | None); a DataError names `where` (FILE:LINE)."""
+    wanted = 'input_format=jsonl wants one {"text": "...", "prefix": "..."} object a line (prefix optional)'
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not JSON ({e.msg} at column {e.colno}): {wanted}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise DataError(f"{where}: no \"text\" string: {wanted}")
+    unknown = sorted(set(record) - {"text", "prefix"})
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {unknown}: {wanted}")
+    prefix = record.get("prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise DataError(f"{where}: \"prefix\" must be a string or null, got {json.dumps(prefix)}")
+    return record["text"], prefix
 
 
 @contextmanager

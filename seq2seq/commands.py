@@ -3,19 +3,21 @@ the scripts parse the command line, these functions do the work."""
 import json
 import sys
 from collections.abc import Iterator
+from itertools import tee
 from pathlib import Path
 
 from hydra.utils import instantiate
 
-from seq2seq.cli import input_lines, output_file
+from seq2seq.cli import input_lines, input_records, output_file
 from seq2seq.config import ConfigError, EvaluateConfig, TranslateConfig
 from seq2seq.data.sources import DataError
 from seq2seq.evaluation import LABELS, corpus_scores
-from seq2seq.inference.translator import Translator
+from seq2seq.inference.translator import AlignedHypothesis, Hypothesis, Translator
 
 
 def translate(cfg: TranslateConfig) -> None:
-    """One output line per input line, in order (n_best: JSON lines); attention maps of the chosen lines."""
+    """One output line per input line, in order (n_best or alignments: JSON lines); attention maps of the
+    chosen lines. input_format=jsonl lines may carry a prefix each."""
     wanted = set(cfg.attention_lines)
     translator = Translator.from_options(vars(cfg))
     interactive = cfg.interactive or (cfg.input in (None, "-") and sys.stdin.isatty())
@@ -24,37 +26,52 @@ def translate(cfg: TranslateConfig) -> None:
         print(f"note: {cfg.model_file} has no attention (model.attention: none): its decoder sees the source only "
               f"through the encoder's final state, so there are no heat-maps to draw for attention_lines", file=sys.stderr)
         wanted = set()
-    picked: dict[int, str] = {}
+    picked: dict[int, tuple[str, str | None]] = {}
 
-    def lines() -> Iterator[str]:  # the input, keeping the lines to draw
-        for number, line in enumerate(input_lines(cfg.input), 1):
+    def records() -> Iterator[tuple[str, str | None]]:  # the input's (text, prefix), keeping the lines to draw
+        for number, record in enumerate(input_records(cfg.input, cfg.input_format), 1):
             if number in wanted:
-                picked[number] = line
-            yield line
+                picked[number] = record
+            yield record
 
+    texts, prefixes = tee(records())
+    found = translator.stream_n_best((text for text, _ in texts), chunk=chunk, progress=not interactive,
+                                     prefixes=(prefix for _, prefix in prefixes), alignments=cfg.alignments)
     with output_file(cfg.output) as out:
-        for number, hyps in enumerate(translator.stream_n_best(lines(), chunk=chunk, progress=not interactive), 1):
-            if cfg.n_best is None:
+        for number, hyps in enumerate(found, 1):
+            if cfg.n_best is None and not cfg.alignments:
                 out.write(hyps[0].text + "\n")
             else:
-                out.writelines(json.dumps({"line": number, "rank": rank, "score": round(h.score, 4), "text": h.text},
-                                          ensure_ascii=False) + "\n" for rank, h in enumerate(hyps, 1))
+                out.writelines(json.dumps(hypothesis_record(number, rank, h), ensure_ascii=False) + "\n"
+                               for rank, h in enumerate(hyps, 1))
             if interactive:
                 out.flush()
     if wanted:
         save_attention_maps(translator, picked, sorted(wanted - picked.keys()), cfg.attention_dir)
 
 
-def save_attention_maps(translator: Translator, picked: dict[int, str], missing: list[int], folder: str) -> None:
-    """Attention heat-maps of the picked input lines {number: line}: folder/line<N>.png each."""
+def hypothesis_record(number: int, rank: int, h: Hypothesis) -> dict:
+    """One JSON-lines record: line and rank (from 1), score, text, and an aligned hypothesis's pieces (EOS left
+    out), each target piece's most-attended source piece and the (source word, target word) pairs."""
+    record = {"line": number, "rank": rank, "score": round(h.score, 4), "text": h.text}
+    if isinstance(h, AlignedHypothesis):
+        a = h.alignment
+        record |= {"src_pieces": a.src_pieces[:-1], "tgt_pieces": a.tgt_pieces[:-1],
+                   "piece_alignment": a.source_positions(), "word_alignment": a.word_pairs()}
+    return record
+
+
+def save_attention_maps(translator: Translator, picked: dict[int, tuple[str, str | None]], missing: list[int],
+                        folder: str) -> None:
+    """Attention heat-maps of the picked input lines {number: (text, prefix)}: folder/line<N>.png each."""
     from seq2seq.plots import attention_map, save
 
     if missing:
         print(f"warning: attention_lines {missing}: the input has fewer lines", file=sys.stderr)
-    numbers = [n for n in sorted(picked) if picked[n].strip()]
+    numbers = [n for n in sorted(picked) if picked[n][0].strip()]
     for n in sorted(picked.keys() - numbers):
         print(f"warning: input line {n} is empty: no attention map", file=sys.stderr)
-    for n, a in zip(numbers, translator.attention([picked[n] for n in numbers])):
+    for n, a in zip(numbers, translator.attention([picked[n][0] for n in numbers], [picked[n][1] for n in numbers])):
         path = save(attention_map(a.src_pieces, a.tgt_pieces, a.weights, title=f"attention, input line {n}"),
                     Path(folder) / f"line{n}.png")
         print(f"attention map: {path}", file=sys.stderr)

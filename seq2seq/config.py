@@ -191,6 +191,14 @@ class ValidateConfig:
 
 PRECISIONS = ("fp32", "bf16")
 QUANTIZE = ("none", "int8")
+SAMPLING = ("top_k", "top_p")
+
+
+def check_sampling_search(sampling: str | None, beam_size: int | None, n_best: int | None) -> None:
+    """Sampling draws one translation per line, piece by piece, in place of greedy search: no beam."""
+    if sampling is not None and ((beam_size or 1) > 1 or (n_best or 1) > 1):
+        raise ConfigError(f"sampling={sampling} draws one translation per line in place of greedy search: it needs "
+                          f"beam_size=1 and n_best=1 (or unset), got beam_size={beam_size}, n_best={n_best}")
 
 
 @dataclass
@@ -207,6 +215,11 @@ class TranslatorConfig:
     max_source_len: int = 400                 # longer inputs are cut there, with a warning
     max_tokens: int = 6000                    # source pieces x beam per batch
     device: str = "cpu"                       # cpu | cuda | cuda:N
+    sampling: str | None = None               # null (search) | top_k | top_p: draw each piece from the model (beam_size 1)
+    top_k: int = 10                           # sampling=top_k: draw among the k most probable pieces
+    top_p: float = 0.9                        # sampling=top_p: among the fewest most probable pieces whose probability reaches p
+    temperature: float = 1.0                  # sampling: divides the log-probabilities (< 1 sharper, > 1 flatter)
+    sampling_seed: int = 0                    # sampling: with the line's text, seeds its draws (the same line, the same sample)
 
     def __post_init__(self) -> None:
         paths = list(self.model_file) if isinstance(self.model_file, (list, tuple)) else [self.model_file]
@@ -222,6 +235,13 @@ class TranslatorConfig:
                               f"precision={self.precision}")
         check_int("max_source_len", self.max_source_len)
         check_int("max_tokens", self.max_tokens)
+        if self.sampling is not None:
+            check_choice("sampling", self.sampling, SAMPLING)
+        check_int("top_k", self.top_k)
+        check_number("top_p", self.top_p, lambda x: 0 < x <= 1, "in (0, 1]")
+        check_number("temperature", self.temperature, lambda x: x > 0, "> 0")
+        check_int("sampling_seed", self.sampling_seed, low=0)
+        check_sampling_search(self.sampling, self.beam_size, self.n_best)
 
     @classmethod
     def options(cls, cfg: Any) -> dict:
@@ -229,10 +249,15 @@ class TranslatorConfig:
         return {f.name: cfg[f.name] for f in fields(TranslatorConfig) if f.name in cfg}
 
 
+INPUT_FORMATS = ("text", "jsonl")
+
+
 @dataclass
 class TranslateConfig(TranslatorConfig):
     """conf/translate.yaml: scripts/translate.py."""
     input: str | None = None                  # text file (or JSON lines); null or "-": stdin
+    input_format: str = "text"                # text | jsonl: one {"text": ..., "prefix": ...} a line, prefix optional
+    alignments: bool = False                  # write JSON lines with each hypothesis's piece and word alignments
     output: str | None = None                 # written only when complete; null or "-": stdout
     interactive: bool = False                 # translate each line as soon as it arrives (also when stdin is a terminal)
     attention_lines: Any = field(default_factory=list)  # input line numbers (1-based) whose attention maps to save, e.g. [1,3]
@@ -240,6 +265,8 @@ class TranslateConfig(TranslatorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_choice("input_format", self.input_format, INPUT_FORMATS)
+        check_flag("alignments", self.alignments)
         lines = self.attention_lines
         numbers = [lines] if isinstance(lines, int) else list(lines or [])
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in numbers):

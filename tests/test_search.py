@@ -8,6 +8,7 @@ from conftest import random_source
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
 from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.sampling import Sampler, Sampling
 from seq2seq.inference.search import argmax, beam_search, decode_ids, greedy, length_penalty, output_limits, strip
 from seq2seq.model import EncoderDecoder
 
@@ -344,3 +345,140 @@ def test_an_ensemble_averages_log_probabilities() -> None:
     assert torch.equal(out, mean.argmax(1))
     singles = [greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0] for m in (a, b)]
     assert not all(torch.equal(out, s) for s in singles)
+
+
+def prefix_tensor(rows: list[list[int]]) -> torch.Tensor:
+    """Forced pieces per sentence (B, P), PAD after each sentence's own."""
+    out = torch.full((len(rows), max(map(len, rows))), PAD)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_forcing_the_start_of_the_greedy_output_changes_nothing(attention: str, ensemble: bool) -> None:
+    """Greedy search forced to begin with the first two pieces of its own output returns that output and score."""
+    m = Ensemble([random_model(attention, 0), random_model("luong", 1)]) if ensemble else random_model(attention, 0)
+    src, lens = varied_batch(0)
+    limits = output_limits(lens, 12)
+    free = greedy(m, src, lens, limits, bos=BOS, eos=EOS, alpha=1.0)
+    ids = strip(free.tokens[:, 0], EOS)
+    assert sum(len(row) >= 2 for row in ids) >= 6  # most sentences get a two-piece prefix
+    forced = greedy(m, src, lens, limits, bos=BOS, eos=EOS, alpha=1.0, prefix=prefix_tensor([row[:2] for row in ids]))
+    assert strip(forced.tokens[:, 0], EOS) == ids
+    torch.testing.assert_close(forced.scores, free.scores)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_forced_pieces_begin_every_hypothesis_and_count_in_its_score(attention: str) -> None:
+    """Beam search with per-sentence prefixes (one sentence has none): every n-best hypothesis begins with its
+    sentence's prefix, scores are the teacher-forced log-probabilities of the whole output (prefix included),
+    and the sentence without a prefix gets the unforced search's hypotheses. A prefix beyond the sentence's
+    limit leaves one hypothesis: the prefix, then EOS (the others stay at -inf, as the translator drops them)."""
+    m, (src, lens) = random_model(attention, 2), varied_batch(2)
+    limits = output_limits(lens, 12)
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randint(4, VOCAB, (i % 4,), generator=g).tolist() for i in range(len(lens))]  # lengths 0..3
+    rows[3] = [4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 4, 5]  # longer than this sentence's usual output
+    prefix = prefix_tensor(rows)
+    forced = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0, n_best=3, prefix=prefix)
+    free = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=4, alpha=1.0, n_best=3)
+    assert limits[3] < len(rows[3])
+    assert strip(forced.tokens[3, :1], EOS) == [rows[3]] and forced.scores[3, 1:].isinf().all()
+    for i, n in enumerate(lens.tolist()):
+        found = forced.scores[i].isfinite()
+        hyps = strip(forced.tokens[i, found], EOS)
+        assert hyps and all(h[: len(rows[i])] == rows[i] for h in hyps), (rows[i], hyps)
+        for ids, score in zip(hyps, forced.scores[i, found].tolist()):
+            assert score == pytest.approx(teacher_forced_score(m, src[i : i + 1, :n], lens[i : i + 1], ids, 1.0),
+                                          abs=1e-4)
+        if not rows[i]:
+            assert hyps == strip(free.tokens[i], EOS)
+    one = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=1, alpha=1.0, prefix=prefix)
+    assert torch.equal(one.tokens, greedy(m, src, lens, limits, bos=BOS, eos=EOS, prefix=prefix).tokens)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_prefix_longer_than_the_limit_is_forced_whole_then_ended(beam_size: int) -> None:
+    m, (src, lens) = random_model("luong", 0), varied_batch(0)
+    limits = torch.full((len(lens),), 2)
+    rows = [[5, 6, 7, 8]] * len(lens)
+    found = beam_search(m, src, lens, limits, bos=BOS, eos=EOS, beam_size=beam_size, alpha=1.0,
+                        prefix=prefix_tensor(rows))
+    assert strip(found.tokens[:, 0], EOS) == rows and (found.tokens[:, 0, 4] == EOS).all()
+
+
+def sampling(method: str, top_k: int = VOCAB, top_p: float = 1.0, temperature: float = 1.0) -> Sampling:
+    return Sampling(method, top_k, top_p, temperature, seed=0)
+
+
+def sample(m, src, lens, limits, how: Sampling, seeds: list[int]) -> torch.Tensor:
+    """Sampled tokens (B, T)."""
+    sampler = Sampler(how, seeds, limits, int(limits.max()) + 1)
+    return greedy(m, src, lens, limits, bos=BOS, eos=EOS, sampler=sampler).tokens[:, 0]
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("how", [sampling("top_k", temperature=1e-6), sampling("top_p", temperature=1e-6),
+                                 sampling("top_k", top_k=1, temperature=5.0)])
+def test_sampling_at_temperature_near_zero_or_from_one_piece_is_greedy(attention: str, how: Sampling) -> None:
+    m, (src, lens) = random_model(attention, 1), varied_batch(1)
+    limits = output_limits(lens, 12)
+    assert torch.equal(sample(m, src, lens, limits, how, list(range(len(lens)))),
+                       greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0])
+
+
+def first_piece_probabilities(m: EncoderDecoder, src: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """The model's distribution of the first target piece (V,) for one sentence, PAD and BOS excluded."""
+    memory, hidden = m.encode(src, lens)
+    with torch.no_grad():
+        logits, _, _ = m.decoder(torch.full((1, 1), BOS), hidden, memory)
+    logits = logits[0, 0].double()
+    logits[[PAD, BOS]] = float("-inf")
+    return torch.softmax(logits, 0)
+
+
+@pytest.mark.parametrize("method, temperature", [("top_k", 1.0), ("top_k", 2.0), ("top_p", 1.0), ("top_p", 0.5)])
+def test_sampled_first_pieces_follow_the_truncated_distribution(method: str, temperature: float) -> None:
+    """4,000 draws of one sentence's first piece (one seed each): the pieces outside the top 4 (or outside the
+    nucleus of probability 0.8) never come; the others come as often as their renormalized probability at
+    that temperature says, within 5 standard deviations."""
+    m = random_model("luong", 3)
+    src, lens = varied_batch(3)
+    src, lens = src[:1, : int(lens[0])], lens[:1]
+    p = first_piece_probabilities(m, src, lens) ** (1 / temperature)
+    p /= p.sum()
+    order = p.argsort(descending=True)
+    if method == "top_k":
+        kept = order[:4]
+    else:
+        before = p[order].cumsum(0) - p[order]
+        kept = order[before < 0.8]
+    assert 2 <= len(kept) < VOCAB - 2  # the truncation matters, and there is something to draw among
+    expected = torch.zeros_like(p)
+    expected[kept] = p[kept] / p[kept].sum()
+    n = 4000
+    draws = sample(m, src.expand(n, -1), lens.expand(n), torch.ones(n, dtype=torch.long),
+                   sampling(method, top_k=4, top_p=0.8, temperature=temperature), list(range(n)))[:, 0]
+    counts = torch.bincount(draws, minlength=VOCAB).double()
+    assert counts[expected == 0].sum() == 0
+    sigma = (n * expected * (1 - expected)).sqrt()
+    assert ((counts - n * expected).abs() <= 5 * sigma + 1).all(), (counts[kept], n * expected[kept])
+
+
+def test_a_sentence_draws_the_same_sample_in_any_batch() -> None:
+    """Each sentence sampled alone, and the batch sampled in reverse order, give the batch's samples; other
+    seeds give other samples."""
+    m, (src, lens) = random_model("luong", 4), varied_batch(4)
+    limits = output_limits(lens, 12)
+    how, seeds = sampling("top_p", top_p=0.95), [100 + i for i in range(len(lens))]
+    together = strip(sample(m, src, lens, limits, how, seeds), EOS)
+    assert together != strip(greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0], EOS)
+    for i, n in enumerate(lens.tolist()):
+        alone = sample(m, src[i : i + 1, :n], lens[i : i + 1], limits[i : i + 1], how, seeds[i : i + 1])
+        assert strip(alone, EOS) == together[i : i + 1]
+    back = torch.arange(len(lens) - 1, -1, -1)
+    reverse = sample(m, src[back], lens[back], limits[back], how, [seeds[i] for i in back.tolist()])
+    assert strip(reverse, EOS)[::-1] == together
+    assert strip(sample(m, src, lens, limits, how, [s + 1 for s in seeds]), EOS) != together

@@ -10,13 +10,20 @@ or hypotheses; finished hypotheses are frozen by allowing them only a zero-cost 
 their sentence are finished, and the model computes no output projection for them. A sentence's K
 hypotheses share one row of attention memory. Hypotheses are ranked, and scored, by log-probability
 divided by the GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
+
+A forced target prefix (B, P) (PAD-padded piece ids) makes each sentence's first pieces its own prefix
+pieces, in greedy and beam search alike; the search continues from them. Forced pieces count as output:
+their log-probabilities are in the score and they count in its length (and in the limit, which a longer
+prefix overrides: then EOS follows it). Greedy search may draw each piece (sampling.py) instead of taking
+the argmax.
 """
 from dataclasses import dataclass
 
 import torch
 
-from seq2seq.config import DecodingConfig
+from seq2seq.config import DecodingConfig, check_sampling_search
 from seq2seq.inference.ensemble import Ensemble, as_ensemble, rows_of
+from seq2seq.inference.sampling import Sampler, Sampling
 from seq2seq.model import EncoderDecoder
 
 Model = EncoderDecoder | Ensemble
@@ -64,12 +71,14 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def greedy(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
-           bos: int, eos: int, alpha: float = 1.0, return_attention: bool = False) -> Hypotheses:
-    """The most probable next token at every step; score = summed log-probability / length penalty."""
+           bos: int, eos: int, alpha: float = 1.0, return_attention: bool = False,
+           prefix: torch.Tensor | None = None, sampler: Sampler | None = None) -> Hypotheses:
+    """The most probable next token at every step (or the sampler's draw); score = summed log-probability /
+    length penalty. prefix (B, P) | None: pieces forced first (PAD where a sentence's prefix has ended)."""
     model = as_ensemble(model)
     state = model.encode(src, src_lens)
     batch, pad, device = src.size(0), model.pad_id, src.device
-    steps = int(limits.max()) + 1
+    steps = search_steps(limits, prefix)
     limits = limits.to(device)
     tokens = torch.full((batch, steps), pad, dtype=torch.long, device=device)
     logprob = torch.zeros(batch, device=device)
@@ -79,8 +88,11 @@ def greedy(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torc
     for t in range(steps):
         logp, state, attn = model.step(prev, state)  # (n, V)
         logp[:, [pad, bos]] = float("-inf")  # never generated
-        best = argmax(logp)
+        best = argmax(logp) if sampler is None else sampler.pick(logp, live, t)
         best = torch.where(t >= limits, torch.full_like(best, eos), best)  # forced end at the limit
+        if prefix is not None and t < prefix.size(1):
+            forced = prefix[live, t]
+            best = torch.where(forced != pad, forced, best)
         tokens[live, t] = best
         logprob[live] += logp.gather(1, best.unsqueeze(1)).squeeze(1)
         if return_attention and attn is not None:
@@ -102,13 +114,14 @@ def greedy(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torc
 @torch.inference_mode()
 def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits: torch.Tensor, *,
                 bos: int, eos: int, beam_size: int, alpha: float, n_best: int = 1,
-                return_attention: bool = False) -> Hypotheses:
-    """The n_best (<= beam_size) best of the beam's finished hypotheses per sentence, best first."""
+                return_attention: bool = False, prefix: torch.Tensor | None = None) -> Hypotheses:
+    """The n_best (<= beam_size) best of the beam's finished hypotheses per sentence, best first.
+    prefix (B, P) | None: pieces forced first (PAD where a sentence's prefix has ended)."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
     model = as_ensemble(model)
     batch, k, device, pad = src.size(0), beam_size, src.device, model.pad_id
-    steps = int(limits.max()) + 1
+    steps = search_steps(limits, prefix)
     state = model.encode(src, src_lens).expand(k)  # (B*K) decoder rows, (B) memory rows
     limits = limits.to(device).repeat_interleave(k)
     scores = torch.full((batch, k), float("-inf"), device=device)
@@ -151,6 +164,12 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
         going_logp = going_logp.masked_fill(at_limit, float("-inf"))
         going_logp[:, 0] = torch.where(at_limit[:, 0], logp[:, eos], going_logp[:, 0])
         going_word[:, 0] = torch.where(at_limit[:, 0], eos, going_word[:, 0])
+        if prefix is not None and t < prefix.size(1):  # a forced piece is a row's only extension
+            forced = prefix[live, t].repeat_interleave(k).index_select(0, going).unsqueeze(1)  # (A, 1)
+            force = forced != pad
+            going_logp = going_logp.masked_fill(force, float("-inf"))
+            going_logp[:, :1] = torch.where(force, logp.gather(1, forced), going_logp[:, :1])
+            going_word = torch.where(force, forced, going_word)
         top_logp = torch.full((n * k, k), float("-inf"), device=device).index_copy_(0, going, going_logp)
         top_logp[:, 0].masked_fill_(finished, 0.0)  # a finished hypothesis: only a zero-cost pad
         top_word = torch.full((n * k, k), pad, dtype=torch.long, device=device).index_copy_(0, going, going_word)
@@ -192,6 +211,11 @@ def beam_search(model: Model, src: torch.Tensor, src_lens: torch.Tensor, limits:
     return Hypotheses(out, top, out_attention)
 
 
+def search_steps(limits: torch.Tensor, prefix: torch.Tensor | None) -> int:
+    """Steps a batch may take: its largest limit, or prefix length, plus the EOS step."""
+    return max(int(limits.max()), 0 if prefix is None else prefix.size(1)) + 1
+
+
 def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
     """tokens (B, T) -> one id list per sentence, cut before the first EOS."""
     rows = []
@@ -201,14 +225,23 @@ def strip(tokens: torch.Tensor, eos: int) -> list[list[int]]:
 
 
 def decode(model: Model, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,
-           bos: int, eos: int, return_attention: bool = False) -> Hypotheses:
-    """Greedy when decoding.beam_size is 1, else beam search keeping decoding.n_best hypotheses."""
+           bos: int, eos: int, return_attention: bool = False, prefix: torch.Tensor | None = None,
+           sampling: Sampling | None = None, seeds: list[int] | None = None) -> Hypotheses:
+    """Greedy when decoding.beam_size is 1, else beam search keeping decoding.n_best hypotheses; with
+    `sampling` (beam_size 1 only), greedy search draws each piece, sentence b from seeds[b]'s generator."""
     limits = output_limits(src_lens, decoding.max_len)
+    sampler = None
+    if sampling is not None:
+        check_sampling_search(sampling.method, decoding.beam_size, decoding.n_best)
+        if seeds is None or len(seeds) != src.size(0):
+            raise ValueError(f"sampling needs one seed per sentence: {src.size(0)} sentences, seeds {seeds!r}")
+        sampler = Sampler(sampling, seeds, limits, search_steps(limits, prefix), src.device)
     if decoding.beam_size == 1:
         return greedy(model, src, src_lens, limits, bos=bos, eos=eos, alpha=decoding.alpha,
-                      return_attention=return_attention)
+                      return_attention=return_attention, prefix=prefix, sampler=sampler)
     return beam_search(model, src, src_lens, limits, bos=bos, eos=eos, beam_size=decoding.beam_size,
-                       alpha=decoding.alpha, n_best=decoding.n_best, return_attention=return_attention)
+                       alpha=decoding.alpha, n_best=decoding.n_best, return_attention=return_attention,
+                       prefix=prefix)
 
 
 def decode_ids(model: Model, src: torch.Tensor, src_lens: torch.Tensor, decoding: DecodingConfig, *,

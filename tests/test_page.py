@@ -7,6 +7,7 @@ missing browser fails the browser tests; elsewhere they are skipped, saying what
 import os
 import re
 import runpy
+import urllib.request
 from collections.abc import Iterator
 from fnmatch import fnmatch
 
@@ -130,6 +131,9 @@ def test_get_root_is_the_page_with_or_without_a_key(keyed_url: str) -> None:
     """A browser opening the page cannot send the key: / is open, and the API behind it is not."""
     status, html = call(f"{keyed_url}/")
     assert status == 200 and html == service.PAGE.read_text(encoding="utf-8")
+    with urllib.request.urlopen(f"{keyed_url}/", timeout=30) as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy  # nothing from another origin
     assert call(f"{keyed_url}/info")[0] == 401
     status, answer = call(f"{keyed_url}/translate", {"text": ["A dog."], "attention": True}, headers={"X-API-Key": KEY})
     assert status == 200 and answer["attention"][0]["tgt_pieces"][-1] == "</s>"

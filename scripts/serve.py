@@ -1,4 +1,4 @@
-"""Serve translations over HTTP: POST /translate, GET /health, GET /info (seq2seq/inference/service.py).
+"""Serve translations over HTTP: POST /translate, GET /health, GET /info, a page at GET / (seq2seq/inference/service.py).
 
     python scripts/serve.py model_file=runs/X/model.pt port=8080
     curl -s localhost:8080/translate -H 'Content-Type: application/json' -d '{"text": ["A dog runs."], "n_best": 2}'

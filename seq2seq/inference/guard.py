@@ -2,9 +2,10 @@
 
 A pure ASGI middleware, so that it decides before FastAPI reads or parses anything:
 
-- **API key**: with a key set, every path but /health answers 401 unless the request's ``X-API-Key``
+- **API key**: with a key set, every path but /health and / answers 401 unless the request's ``X-API-Key``
   header holds it (compared in constant time); the body is not read. LitServe's own key
-  (``LIT_SERVER_API_KEY``) would close /health to load balancers' probes as well.
+  (``LIT_SERVER_API_KEY``) would close /health to load balancers' probes as well, and a browser cannot
+  send a header when it opens the page, which then asks for the key and sends it itself.
 - **Body size**: a ``Content-Length`` above ``max_body_bytes`` gets 413 before a byte is read; a body
   without one (chunked) is read only up to the limit. LitServe's ``max_payload_size`` counts bytes only
   as the endpoint reads them and ignores ``Content-Length``.
@@ -30,7 +31,7 @@ Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-OPEN_PATHS = ("/health",)  # for probes, which carry no key
+OPEN_PATHS = ("/health", "/")  # probes carry no key; the page holds no data and asks for the key itself
 ERRORS_SHOWN, LOC_CHARS, MSG_CHARS = 8, 32, 200  # what a 422 may show: at most ~1 KiB of the input
 
 

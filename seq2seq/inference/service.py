@@ -1,9 +1,11 @@
-"""The HTTP translation service on LitServe: POST /translate, GET /health, GET /info.
+"""The HTTP translation service on LitServe: POST /translate, GET /health, GET /info, and the page at GET /.
 
 LitServe (Lightning's serving engine) provides the HTTP server (FastAPI + uvicorn), the inference
 worker processes, dynamic batching (requests that arrive within ``batch_timeout`` of each other, up to
 ``max_batch_size``, reach ``predict`` together), the health check and the info endpoint; this module
-adds only the request schema and how a batch of requests becomes one ``Translator`` call.
+adds the request schema, how a batch of requests becomes one ``Translator`` call, and ``page.html`` (a
+person types a sentence, sees its translation, n-best list and attention map; it speaks only the JSON
+API: /info, then /translate with ``attention``), served in place of LitServe's "litserve running".
 
 Requests are validated by FastAPI against ``TranslateRequest`` in the HTTP process, before they reach
 a worker: a bad request gets a 422 JSON answer whose ``detail[].loc`` names the field, and can never
@@ -15,39 +17,50 @@ import logging
 import os
 import signal
 from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import ClassVar
 
 import litserve
 import torch
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from seq2seq.config import DecodingConfig, ServeConfig, TranslatorConfig
 from seq2seq.inference.guard import Guard, short_validation_error
 from seq2seq.inference.supervisor import Service, die_with_parent
-from seq2seq.inference.translator import Translator
+from seq2seq.inference.translator import Alignment, Translator
 
 log = logging.getLogger(__name__)
+PAGE = resources.files(__package__) / "page.html"
+# The page runs only its own inline script and style and talks only to this service: nothing from another
+# origin can load, and no other site can frame it (it may hold an API key the person typed).
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+               "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+WEIGHT_DECIMALS = 4  # attention weights in answers: enough to draw and compare a map, a third of the digits
 
 
 @dataclass
 class Limits:
     """What one request may ask for (ServeConfig's max_lines, max_chars, max_beam_size); default_beam_size
-    is the model's (used when a request gives none, and to check its n_best)."""
+    is the model's (used when a request gives none, and to check its n_best); attention: whether the model
+    has attention to return (not a plain ``attention: none`` model)."""
     max_lines: int = ServeConfig.max_lines
     max_chars: int = ServeConfig.max_chars
     max_beam_size: int = ServeConfig.max_beam_size
     default_beam_size: int = DecodingConfig.beam_size
+    attention: bool = True
 
 
 class TranslateRequest(BaseModel):
-    """{"text": ["line", ...], "beam_size": 5, "n_best": 3}: beam_size and n_best optional."""
+    """{"text": ["line", ...], "beam_size": 5, "n_best": 3, "attention": true}: all but text optional."""
     model_config = ConfigDict(extra="forbid")
     limits: ClassVar[Limits] = Limits()  # set by the server before it starts (its HTTP processes fork)
 
     text: list[StrictStr]
     beam_size: StrictInt | None = Field(default=None, ge=1)
     n_best: StrictInt | None = Field(default=None, ge=1)
+    attention: StrictBool = False
 
     @field_validator("text")
     @classmethod
@@ -65,6 +78,13 @@ class TranslateRequest(BaseModel):
         if beam_size is not None and beam_size > cls.limits.max_beam_size:
             raise ValueError(f"at most {cls.limits.max_beam_size} (max_beam_size), got {beam_size}")
         return beam_size
+
+    @field_validator("attention")
+    @classmethod
+    def _model_has_attention(cls, attention: bool) -> bool:
+        if attention and not cls.limits.attention:
+            raise ValueError("this model has no attention (model.attention: none) to return; ask without attention")
+        return attention
 
     @model_validator(mode="after")
     def _n_best_within_beam(self) -> "TranslateRequest":
@@ -96,7 +116,8 @@ class TranslationAPI(litserve.LitAPI):
         return inputs
 
     def predict(self, requests: list[TranslateRequest] | TranslateRequest) -> list[dict] | dict:
-        """Every request's lines in one call per distinct (beam_size, n_best); answers in request order.
+        """Every request's lines in one call per distinct (beam_size, n_best), and the lines of those that ask
+        for attention in one more (the same search, its attention kept); answers in request order.
         (With max_batch_size 1 LitServe passes one request, not a list.)"""
         if isinstance(requests, TranslateRequest):
             return self.predict([requests])[0]
@@ -106,13 +127,16 @@ class TranslationAPI(litserve.LitAPI):
             groups.setdefault((r.beam_size or self.translator.beam_size, r.n_best), []).append(i)
         for (beam_size, n_best), members in groups.items():
             translator = self.translator.using(beam_size=beam_size, n_best=n_best or 1)
-            lists = translator.translate_n_best([line for i in members for line in requests[i].text])
-            start = 0
+            lists = iter(translator.translate_n_best([line for i in members for line in requests[i].text]))
+            wanted = [line for i in members if requests[i].attention for line in requests[i].text]
+            maps = iter(translator.attention(wanted) if wanted else [])
             for i in members:
-                mine, start = lists[start : start + len(requests[i].text)], start + len(requests[i].text)
+                mine = [next(lists) for _ in requests[i].text]
                 answers[i]["translations"] = [hyps[0].text for hyps in mine]
                 if n_best is not None:
                     answers[i]["n_best"] = [[asdict(h) for h in hyps] for hyps in mine]
+                if requests[i].attention:
+                    answers[i]["attention"] = [attention_answer(next(maps)) for _ in requests[i].text]
         return answers
 
     def unbatch(self, output: list[dict]) -> list[dict]:
@@ -122,11 +146,29 @@ class TranslationAPI(litserve.LitAPI):
         return output
 
 
+def attention_answer(alignment: Alignment) -> dict:
+    """{"src_pieces": [...], "tgt_pieces": [...], "weights": [[...], ...]}: row t, target piece t's attention
+    over the source pieces; both piece lists end with "</s>" (a blank line: all three empty)."""
+    weights = [[round(w, WEIGHT_DECIMALS) for w in row] for row in alignment.weights.tolist()]
+    return {"src_pieces": alignment.src_pieces, "tgt_pieces": alignment.tgt_pieces, "weights": weights}
+
+
+def add_page(service: litserve.LitServer) -> None:
+    """GET / answers page.html instead of LitServe's "litserve running" (routes match in order, so LitServe's
+    own route is removed, not shadowed)."""
+    html = PAGE.read_text(encoding="utf-8")
+    service.app.router.routes[:] = [r for r in service.app.router.routes if getattr(r, "path", None) != "/"]
+
+    async def page() -> HTMLResponse:
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+    service.app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+
+
 def server(options: dict, limits: Limits, *, max_batch_size: int, batch_timeout: float, workers: int,
            timeout: float, threads: int | None, info: dict, max_body_bytes: int, grace_period: float,
            api_key: str | None) -> Service:
     """The server: POST /translate, GET /health (200 once the workers have loaded the model, until the
-    service stops), GET /info; behind Guard, supervised by its main process."""
+    service stops), GET /info, GET / (the page); behind Guard, supervised by its main process."""
     TranslateRequest.limits = limits
     api = TranslationAPI(options, threads, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     guard = {"api_key": api_key, "max_body_bytes": max_body_bytes, "timeout": timeout}
@@ -134,6 +176,7 @@ def server(options: dict, limits: Limits, *, max_batch_size: int, batch_timeout:
                       grace_period=grace_period, middlewares=[(Guard, guard)],
                       model_metadata={**info, "limits": {**asdict(limits), "max_body_bytes": max_body_bytes}})
     service.app.add_exception_handler(RequestValidationError, short_validation_error)
+    add_page(service)
     return service
 
 
@@ -141,8 +184,10 @@ def serve(cfg: ServeConfig) -> None:
     """scripts/serve.py: check the model in this process (a bad one ends with one ``error:`` line here, not
     in a worker), then serve until a signal (exit 0) or a dead process (exit 1)."""
     options = TranslatorConfig.options(vars(cfg))
-    info = {"model_file": cfg.model_file, **Translator.from_options(options).info()}
-    limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, info["decoding"]["beam_size"])
+    translator = Translator.from_options(options)
+    info = {"model_file": cfg.model_file, **translator.info()}
+    limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, translator.beam_size, translator.has_attention)
+    del translator  # not held while serving: the workers load their own, and the HTTP processes fork from this one
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     source = f"${cfg.api_key_env}" if cfg.api_key_env else "api_key_env"
     log.warning("API key: %s", f"required (X-API-Key, from {source})" if api_key else

@@ -1,6 +1,6 @@
 """CPU recipe speed-ups side by side in one run, on the recipe's model and batches
-(experiment=multi30k_cpu), torch.optim.Adam as the module builds it (foreach) against Adam's fused CPU
-kernel, in each precision:
+(experiment=multi30k_cpu), torch.optim.Adam's foreach implementation (optim.fused=false) against its fused
+CPU kernel (optim.fused=true, the default), in each precision:
   - fused and foreach Adam take the same steps (largest parameter difference after 20 fp32 steps);
   - Adam's step alone, ms (the fastest of 5 interleaved rounds);
   - the median training step of two identical models stepping in turn on the same batches, one per
@@ -33,20 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-class FusedAdamModule(TranslationModule):
-    """The change measured: Adam with ``fused=True`` (parameters on the CPU), and gradient clipping by
-    torch itself. Lightning's mixed-precision plugin refuses to clip for an optimizer that can unscale
-    gradients itself (a fused one), which matters only with fp16's GradScaler, not with bf16."""
-
-    def configure_optimizers(self):
-        o = self.optim
-        return torch.optim.Adam(self.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, fused=True)
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
-
-
 class CpuStopwatch(TokenMeter):
     """Stopwatch that also takes the process's CPU time over the timed steps: with one thread, target
     tokens per CPU-second is a measure that other load on the machine disturbs far less than wall time."""
@@ -66,16 +52,17 @@ class CpuStopwatch(TokenMeter):
             self.cpu_seconds = time.process_time() - self.cpu_start
 
 
-def new_module(cls: type, cfg, tokenizer) -> TranslationModule:
+def new_module(cfg, tokenizer, fused: bool = True) -> TranslationModule:
     L.seed_everything(cfg.seed, verbose=False)
-    return cls(model=OmegaConf.to_container(cfg.model, resolve=True), tokenizer=tokenizer.state(),
-               optim={"lr": cfg.optim.lr, "schedule": "constant"}, label_smoothing=cfg.label_smoothing)
+    return TranslationModule(model=OmegaConf.to_container(cfg.model, resolve=True), tokenizer=tokenizer.state(),
+                             optim={"lr": cfg.optim.lr, "schedule": "constant", "fused": fused},
+                             label_smoothing=cfg.label_smoothing)
 
 
 def throughput(cfg, datamodule, tokenizer, precision: str, fused: bool, warmup: int, steps: int) -> dict:
     """Training target tokens per second and per CPU-second over `steps` optimizer steps after `warmup`,
     validation excluded."""
-    module = new_module(FusedAdamModule if fused else TranslationModule, cfg, tokenizer)
+    module = new_module(cfg, tokenizer, fused)
     watch = CpuStopwatch(warmup)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=warmup + steps,
                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -100,7 +87,7 @@ def same_steps(cfg, datamodule, tokenizer, n: int = 20) -> float:
     batches = [b for _, b in zip(range(n), datamodule.train_dataloader())]
     params = []
     for fused in (False, True):
-        module = new_module(TranslationModule, cfg, tokenizer)
+        module = new_module(cfg, tokenizer)
         module.train()
         optimizer = torch.optim.Adam(module.parameters(), lr=cfg.optim.lr, fused=fused)
         for i, batch in enumerate(batches):
@@ -116,7 +103,7 @@ def alternating_steps(cfg, datamodule, tokenizer, precision: str, n: int) -> dic
     changes from one minute to the next falls on both alike."""
     runs = {}
     for name in ("foreach", "fused"):
-        module = new_module(TranslationModule, cfg, tokenizer)
+        module = new_module(cfg, tokenizer)
         module.train()
         runs[name] = (module, torch.optim.Adam(module.parameters(), lr=cfg.optim.lr, fused=name == "fused"), [])
     for i, batch in enumerate(b for _, b in zip(range(n + 2), datamodule.train_dataloader())):
@@ -131,7 +118,7 @@ def alternating_steps(cfg, datamodule, tokenizer, precision: str, n: int) -> dic
 def adam_step_ms(cfg, tokenizer, rounds: int = 5, n: int = 20) -> dict[str, float]:
     """Milliseconds per Adam step alone on the recipe's parameters (random gradients), foreach vs fused,
     interleaved `rounds` times; the fastest round of each (the least disturbed by other load)."""
-    module = new_module(TranslationModule, cfg, tokenizer)
+    module = new_module(cfg, tokenizer)
     for p in module.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     optimizers = {name: torch.optim.Adam(module.parameters(), lr=1e-6, fused=name == "fused")
@@ -173,7 +160,7 @@ def main() -> None:
           flush=True)
     results["adam_step_ms"] = adam_step_ms(cfg, tokenizer)
     print("Adam step alone, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in results["adam_step_ms"].items())
-          + f" ({sum(p.numel() for p in new_module(TranslationModule, cfg, tokenizer).parameters()) / 1e6:.1f} M params)",
+          + f" ({sum(p.numel() for p in new_module(cfg, tokenizer).parameters()) / 1e6:.1f} M params)",
           flush=True)
     results["alternating_step_ms"] = {}
     for p in PRECISIONS:

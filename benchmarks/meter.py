@@ -18,12 +18,16 @@ class TokenMeter(L.Callback):
     wall time. Under DDP the counts are summed over ranks when training ends (each rank its own batches)."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.start = warmup, None
+        self.warmup, self.start, self.first = warmup, None, None
         self.seconds, self.tgt_tokens, self.src_tokens = 0.0, 0, 0
+        self.warmup_seconds = 0.0  # the warm-up steps' wall time, reported beside the rate they are kept out of
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: dict, i: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
         if trainer.global_step == self.warmup and self.start is None:
             self.start = time.perf_counter()
+            self.warmup_seconds = self.start - self.first
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, out, batch: dict, i: int) -> None:
         if self.start is not None:
@@ -54,10 +58,14 @@ def publish(results: dict, table: Callable[[dict], str], output: str) -> None:
 
 
 def machine() -> str:
-    """What every figure is measured on: the CPU model, cores, torch's threads, torch's version."""
+    """What every figure is measured on: the CPU model and the features its numerics use (AVX-512 BF16,
+    AMX tiles, AVX-512 VNNI, as torch sees them), cores, torch's threads, torch's version."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    features = {"avx512_bf16": torch.cpu._is_avx512_bf16_supported(), "amx": torch.cpu._is_amx_tile_supported(),
+                "avx512_vnni": torch.cpu._is_vnni_supported()}
+    flags = " ".join(name if present else f"no {name}" for name, present in features.items())
+    return f"{cpu} ({flags}), {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def peak_rss_mib() -> float:

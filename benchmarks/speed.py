@@ -95,6 +95,7 @@ def train_throughput(cfg: DictConfig, datamodule, tokenizer, precision: str) -> 
     flops = flops_per_target_token(module, sample, precision)
     return {"precision": precision, "tgt_tok_s": meter.tgt_tok_s, "src_tgt_tok_s": meter.src_tgt_tok_s,
             "flops_per_tgt_token": flops, "steps": cfg.steps, "seconds": meter.seconds,
+            "warmup_steps": cfg.warmup_steps, "warmup_seconds": meter.warmup_seconds,
             "profile": profile_shares(module, sample, precision) if cfg.profile else None}
 
 
@@ -203,6 +204,7 @@ def table(results: dict) -> str:
         row(f"train tgt tok/s ({r['precision']})", r["tgt_tok_s"], joey.get("tgt_tok_s"))
         row(f"train src+tgt tok/s ({r['precision']})", r["src_tgt_tok_s"])
         row(f"MFU % ({r['precision']})", 100 * r["mfu"], digits=1)
+        row(f"warm-up s, {r['warmup_steps']} steps ({r['precision']})", r["warmup_seconds"], digits=1)
     for r in results["ours_train"]:
         if r.get("profile"):
             shares = ", ".join(f"{op.removeprefix('aten::')} {100 * v:.0f}%" for op, v in r["profile"].items())

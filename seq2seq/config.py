@@ -120,6 +120,7 @@ class OptimConfig:
     lr: float = 1.0e-3                        # Adam's (peak) learning rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's beta1, beta2
     weight_decay: float = 0.0                 # L2 penalty (Adam's weight_decay)
+    fused: bool = True                        # Adam's fused kernel (CPU and CUDA): one pass per tensor, not six
     schedule: str = "plateau"                 # plateau | inverse_sqrt | cosine | constant
     factor: float = 0.5                       # plateau: the rate is multiplied by this ...
     patience: int = 1                         # ... after this many validations without a better val BLEU
@@ -133,6 +134,7 @@ class OptimConfig:
         for beta in self.betas:
             check_number("optim.betas", beta, lambda x: 0 <= x < 1, "in [0, 1)")
         check_number("optim.weight_decay", self.weight_decay, lambda x: x >= 0, ">= 0")
+        check_flag("optim.fused", self.fused)
         check_choice("optim.schedule", self.schedule, SCHEDULES)
         check_number("optim.factor", self.factor, lambda x: 0 < x < 1, "in (0, 1)")
         check_int("optim.patience", self.patience, low=0)

@@ -181,49 +181,47 @@ class Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None):
-        dtype = gi.dtype  # bfloat16 under autocast: the dtype of the products
+        dtype, state = gi.dtype, h0.dtype  # bfloat16 products under autocast; float32 states and gates
         steps, batch, H = gi.size(0), gi.size(1), h0.size(1)
         with torch.autocast("cpu", enabled=False):
             w = w_hh.to(dtype).t()  # (H, 3H), cast once per forward, not once per step
             b = b_hh.to(dtype) if b_hh is not None else gi.new_zeros(3 * H)
-            states = h0.new_empty(steps, batch, H)
-            gates = h0.new_empty(steps, batch, 3 * H)  # r, z, n after their nonlinearity
-            gh = gi.new_empty(steps, batch, 3 * H)  # W_h* h + b_h*: n's part is what r multiplies
+            gi = gi.to(state)  # one cast for all steps: CPU kernels cast mixed-dtype operands op by op
+            states, gates, gh = h0.new_empty(steps, batch, H), h0.new_empty(steps, batch, 3 * H), torch.empty_like(gi)
             h = h0
             for t in range(steps):
-                torch.addmm(b, h.to(dtype), w, out=gh[t])
-                g = gates[t]
+                gh[t] = torch.addmm(b, h.to(dtype), w)  # W_h* h + b_h*, kept: n's part is what r multiplies
+                g = gates[t]  # r, z, n after their nonlinearity
                 torch.add(gi[t, :, : 2 * H], gh[t, :, : 2 * H], out=g[:, : 2 * H]).sigmoid_()
                 r, z, n = g[:, :H], g[:, H: 2 * H], g[:, 2 * H:]
                 torch.addcmul(gi[t, :, 2 * H:], r, gh[t, :, 2 * H:], out=n).tanh_()
                 h = torch.lerp(n, h, z, out=states[t])  # (1 - z) n + z h
         ctx.save_for_backward(h0, w_hh, states, gates, gh)
-        ctx.has_bias = b_hh is not None
+        ctx.dtype, ctx.has_bias = dtype, b_hh is not None
         return states
 
     @staticmethod
     def backward(ctx, grad_states: torch.Tensor):
         h0, w_hh, states, gates, gh = ctx.saved_tensors
-        dtype, (steps, batch, H) = gh.dtype, states.shape
+        dtype, (steps, batch, H) = ctx.dtype, states.shape
         w = w_hh.to(dtype)  # (3H, H)
-        dgi = gh.new_empty(steps, batch, 3 * H)  # in the products' dtype: what the input product's backward takes
-        dgh = gh.new_empty(steps, batch, 3 * H)
+        dgi = torch.empty_like(gates)  # d pre-activations of r, z, n
+        dgh = gates.new_empty(steps, batch, 3 * H, dtype=dtype)  # d (W_h* h + b_h*), in the products' dtype
         dh = torch.zeros_like(h0)
         for t in range(steps - 1, -1, -1):
             dh = dh + grad_states[t]
             h_prev = states[t - 1] if t > 0 else h0
-            g = gates[t]
+            g, da = gates[t], dgi[t]
             r, z, n = g[:, :H], g[:, H: 2 * H], g[:, 2 * H:]
-            # pre-activations: n's dh (1 - z) (1 - n^2); z's dh (h - n) z (1 - z); r's dn gh_n r (1 - r)
-            dn = (dh - dh * z).mul_(1 - n * n)
-            torch.mul(dh * (h_prev - n), z - z * z, out=dgi[t, :, H: 2 * H])
-            torch.mul(dn * gh[t, :, 2 * H:], r - r * r, out=dgi[t, :, :H])
-            dgi[t, :, 2 * H:] = dn
-            dgh[t, :, : 2 * H] = dgi[t, :, : 2 * H]
-            torch.mul(dn, r, out=dgh[t, :, 2 * H:])
-            dh = torch.addcmul(torch.mm(dgh[t], w), dh, z)  # dgh W_hh + dh z, float32
+            # n's pre-activation: dh (1 - z) (1 - n^2); z's: dh (h - n) z (1 - z); r's: dn gh_n r (1 - r)
+            dn = torch.mul(dh - dh * z, 1 - n * n, out=da[:, 2 * H:])
+            torch.mul(dh * (h_prev - n), z - z * z, out=da[:, H: 2 * H])
+            torch.mul(dn * gh[t, :, 2 * H:], r - r * r, out=da[:, :H])
+            dgh[t, :, : 2 * H] = da[:, : 2 * H]
+            dgh[t, :, 2 * H:] = dn * r
+            dh = torch.addcmul(torch.mm(dgh[t], w).to(dh.dtype), dh, z)  # dgh W_hh + dh z
         h_prev_all = torch.cat([h0.unsqueeze(0), states[:-1]]).to(dtype)  # (T, B, H)
         flat = dgh.reshape(-1, 3 * H)
         grad_w = torch.mm(flat.t(), h_prev_all.reshape(-1, H)).to(w_hh.dtype)  # one (3H, T*B) x (T*B, H) product
         grad_b = flat.sum(0, dtype=w_hh.dtype) if ctx.has_bias else None
-        return dgi, dh, grad_w, grad_b
+        return dgi.to(dtype), dh, grad_w, grad_b

@@ -106,8 +106,22 @@ class TranslationModule(L.LightningModule):
                       prog_bar=split == "val", sync_dist=True, reduce_fx="max")
         return ordered
 
+    @property
+    def _fused_adam(self) -> bool:
+        """optim.fused, except under fp16's GradScaler: a fused Adam unscales gradients itself, after clipping."""
+        return self.optim.fused and not (self._trainer is not None and self.trainer.precision == "16-mixed")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's mixed-precision plugin refuses to clip for an optimizer that can unscale gradients
+        # itself (a fused Adam), which matters only with fp16's GradScaler (not used fused, above).
+        if gradient_clip_val and self._fused_adam and gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict:
         o = self.optim
-        optimizer = torch.optim.Adam(self.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                     fused=self._fused_adam)
         scheduler = schedules.lr_scheduler(optimizer, o, lambda: schedules.budget_spent(self.trainer))
         return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -235,3 +235,25 @@ def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # the gradient passes where the unit was kept, scaled alike
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_search_under_bf16_steps_through_the_float32_table_too() -> None:
+    """bf16 search uses the same float32 input-gate table (cpu_step.py): its step stays as close to the fp32
+    step as nn.GRU's own bf16 autocast step is, and the table is not recomputed in bfloat16."""
+    from seq2seq.inference.cpu_step import table_step
+    from seq2seq.inference.ensemble import Ensemble
+
+    m = model("luong").eval()
+    src, lens = source(LENS)
+    prev = torch.randint(1, V_TGT, (3, 1))
+    with torch.no_grad():
+        ensemble = Ensemble([m])
+        exact, _, _ = ensemble.step(prev, ensemble.encode(src, lens))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert table_step(m.decoder).applies(prev)
+            ours, _, _ = ensemble.step(prev, ensemble.encode(src, lens))
+            memory, h_0 = m.encode(src, lens)
+            logits, _, _ = m.decoder(prev, h_0, memory)  # nn.GRU's step under autocast
+        assert table_step(m.decoder)._input_gates().dtype == torch.float32
+    theirs = torch.log_softmax(logits[:, -1].float(), -1)
+    assert (ours.float() - exact).abs().max() <= 2 * (theirs - exact).abs().max() + 1e-3

@@ -1,7 +1,8 @@
-"""Search's decoder GRU step on CPU in fp32 (luong and no attention): the first layer's input gates
-W_ih e + b_ih of every target piece are one (V, 3H) table, computed once for the current weights, so a
-step looks its rows up instead of multiplying (B, E) x (E, 3H); the rest is the arithmetic of ATen's
-GRU cell, op for op, so the step gives nn.GRU's outputs.
+"""Search's decoder GRU step on CPU (luong and no attention): the first layer's input gates
+W_ih e + b_ih of every target piece are one float32 (V, 3H) table, computed once for the current weights,
+so a step looks its rows up instead of multiplying (B, E) x (E, 3H); the rest is the arithmetic of ATen's
+GRU cell, op for op, so in fp32 the step gives nn.GRU's outputs. Under bf16 autocast the products left
+(W_hh h, and W_ih x of upper layers) run in bfloat16 and the gate arithmetic in float32.
 """
 import weakref
 
@@ -34,12 +35,12 @@ class TableStep:
         return self._decoder()
 
     def applies(self, prev: torch.Tensor) -> bool:
-        """One step (prev (B, 1)) without gradients, in fp32 on CPU, by an nn.GRU (not an int8 one, nor a
+        """One step (prev (B, 1)) without gradients, on CPU, by an nn.GRU (not an int8 one, nor a
         layer-normalised one) that reads only the previous piece (not Bahdanau's context)."""
         d = self.decoder
         return (prev.size(1) == 1 and not torch.is_grad_enabled() and prev.device.type == "cpu"
                 and isinstance(d.rnn, nn.GRU) and not getattr(d.rnn, "layer_norm", False)
-                and not d.feeds_context and not torch.is_autocast_enabled("cpu"))
+                and not d.feeds_context)
 
     def __call__(self, prev: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """prev (B,), hidden (L, B, H) -> out (B, 1, H), hidden (L, B, H): r, z, n gates; h' = (h - n) * z + n."""
@@ -62,7 +63,8 @@ class TableStep:
         weights = (d.embed.weight, d.rnn.weight_ih_l0, getattr(d.rnn, "bias_ih_l0", None))
         of = [(w.data_ptr(), w._version) for w in weights if w is not None]
         if of != self._gates_of:
-            self._gates, self._gates_of = F.linear(*weights), of
+            with torch.autocast("cpu", enabled=False):  # float32 under bf16 search too: a lookup costs no product
+                self._gates, self._gates_of = F.linear(*weights), of
         return self._gates
 
 

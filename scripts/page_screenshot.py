@@ -53,11 +53,14 @@ def wait_for(page, *states: str, timeout: float = 60) -> str:
     return WebDriverWait(page, timeout).until(reached)
 
 
-def translate_on_page(page, sentence: str, timeout: float = 60) -> str:
-    """Type `sentence` into the page's box as a person would, press Enter: the state it ends in (done or error)."""
+def translate_on_page(page, sentence: str, prefix: str = "", timeout: float = 60) -> str:
+    """Type `prefix` (none: left empty) and `sentence` into the page's boxes as a person would, press Enter: the
+    state it ends in (done or error)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    page.find_element(By.ID, "prefix").clear()
+    page.find_element(By.ID, "prefix").send_keys(prefix)
     box = page.find_element(By.ID, "source")
     box.clear()
     box.send_keys(sentence, Keys.ENTER)

@@ -2,7 +2,7 @@
 and a real headless browser: Chromium from Debian's packages, driven by Selenium.
 
     apt-get install -y chromium chromium-driver && pip install -e '.[test]'    # the browser, selenium
-    python scripts/page_screenshot.py runs/X/model.pt [--sentence "A dog runs."] [--out docs/service_page.png]
+    python scripts/page_screenshot.py runs/X/model.pt [--sentence "A dog runs."] [--prefix "Ein"] [--out docs/service_page.png]
 
 tests/test_page.py drives the page with the same functions (chromium, wait_for, translate_on_page).
 """
@@ -53,11 +53,14 @@ def wait_for(page, *states: str, timeout: float = 60) -> str:
     return WebDriverWait(page, timeout).until(reached)
 
 
-def translate_on_page(page, sentence: str, timeout: float = 60) -> str:
-    """Type `sentence` into the page's box as a person would, press Enter: the state it ends in (done or error)."""
+def translate_on_page(page, sentence: str, prefix: str = "", timeout: float = 60) -> str:
+    """Type `prefix` (none: left empty) and `sentence` into the page's boxes as a person would, press Enter: the
+    state it ends in (done or error)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    page.find_element(By.ID, "prefix").clear()
+    page.find_element(By.ID, "prefix").send_keys(prefix)
     box = page.find_element(By.ID, "source")
     box.clear()
     box.send_keys(sentence, Keys.ENTER)
@@ -68,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_file", help="the model file the server loads (its path shows on the page)")
     parser.add_argument("--sentence", default="A man in an orange hat is looking at a dog in the snow.")
+    parser.add_argument("--prefix", default="", help="typed into the page's prefix box (default: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "service_page.png")
     args = parser.parse_args()
     try:
@@ -80,7 +84,7 @@ def main() -> None:
                                env={"SEQ2SEQ_API_KEY": ""}) as url:
             page.get(url)
             wait_for(page, "ready")
-            if translate_on_page(page, args.sentence) != "done":
+            if translate_on_page(page, args.sentence, args.prefix) != "done":
                 sys.exit(f"error: the page did not translate: {page.find_element('id', 'status').text}")
             size = page.execute_script("const e = document.documentElement; return [e.scrollWidth, e.scrollHeight]")
             # the whole page, not the window's part of it (headless Chromium keeps the window at its start size)

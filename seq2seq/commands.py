@@ -54,11 +54,7 @@ def hypothesis_record(number: int, rank: int, h: Hypothesis) -> dict:
     """One JSON-lines record: line and rank (from 1), score, text, and an aligned hypothesis's pieces (EOS left
     out), each target piece's most-attended source piece and the (source word, target word) pairs."""
     record = {"line": number, "rank": rank, "score": round(h.score, 4), "text": h.text}
-    if isinstance(h, AlignedHypothesis):
-        a = h.alignment
-        record |= {"src_pieces": a.src_pieces[:-1], "tgt_pieces": a.tgt_pieces[:-1],
-                   "piece_alignment": a.source_positions(), "word_alignment": a.word_pairs()}
-    return record
+    return record | h.alignment.record() if isinstance(h, AlignedHypothesis) else record
 
 
 def save_attention_maps(translator: Translator, picked: dict[int, tuple[str, str | None]], missing: list[int],

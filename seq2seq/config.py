@@ -333,10 +333,10 @@ class ServeConfig(TranslatorConfig):
 
     @property
     def least_body_bytes(self) -> int:
-        """The largest body a request within max_lines and max_chars can have: every character escaped as a
-        surrogate pair (\\uXXXX\\uXXXX, 12 bytes), 16 bytes of JSON per line (quotes, comma, spacing) and
-        4 KiB for the rest (braces, keys, beam_size, n_best)."""
-        return self.max_lines * (self.max_chars * 12 + 16) + 4096
+        """The largest body a request within max_lines and max_chars can have: a line and its prefix each,
+        every character escaped as a surrogate pair (\\uXXXX\\uXXXX, 12 bytes), 16 bytes of JSON per string
+        (quotes, comma, spacing) and 4 KiB for the rest (braces, keys, beam_size, n_best, flags)."""
+        return self.max_lines * 2 * (self.max_chars * 12 + 16) + 4096
 
     @property
     def body_bytes(self) -> int:

@@ -32,8 +32,8 @@ def translator() -> Translator:
     return Translator.load(str(MODEL))
 
 
-def expected_map(translator: Translator, line: str, **decoding) -> dict:
-    return service.attention_answer(translator.using(**decoding).attention([line])[0])
+def expected_map(translator: Translator, line: str, prefix: str | None = None, **decoding) -> dict:
+    return service.attention_answer(translator.using(**decoding).attention([line], [prefix])[0])
 
 
 def same_map(answered: dict, expected: dict) -> bool:
@@ -85,13 +85,54 @@ def test_attention_is_answered_per_line_for_the_requests_that_ask(translator: Tr
     assert flat(first["attention"][0]["weights"]) == pytest.approx(flat(alignment.weights.tolist()), abs=1e-4)
 
 
-def test_attention_of_a_model_without_it_is_refused_by_name(monkeypatch) -> None:
+def test_prefixes_alignments_and_attention_are_answered_per_line_in_one_batch(translator: Translator) -> None:
+    """Three requests in one batch, two of them in one search: each line's prefix forces its translation (as the
+    Translator forces it), its attention map is that of the forced translation, and its alignments are the
+    Translator's records for every hypothesis answered (the n-best list's, or the translation's alone)."""
+    api = TranslationAPI({}, max_batch_size=4)
+    api.translator = translator
+    sp = translator.tokenizer.tgt
+    first_lines, first_prefixes = [SENTENCE, "", "Two dogs play."], ["Ein Mann", "Ein", None]
+    requests = [TranslateRequest(text=first_lines, prefix=first_prefixes, attention=True, alignments=True),
+                TranslateRequest(text=[SENTENCE], n_best=2, alignments=True),
+                TranslateRequest(text=["A boy sits."], prefix=["Zwei"])]
+    first, second, third = api.predict(requests)
+
+    forced = translator.translate_n_best(first_lines, first_prefixes, alignments=True)
+    assert first["translations"] == [hyps[0].text for hyps in forced] == translator.translate(first_lines, first_prefixes)
+    assert first["translations"][0].startswith("Ein Mann") and first["translations"][1] == ""
+    assert not translator.translate([SENTENCE])[0].startswith("Ein Mann")  # so the prefix did force something
+    assert first["alignments"] == [[h.alignment.record() for h in hyps] for hyps in forced]
+    assert first["alignments"][0][0]["tgt_pieces"][:2] == sp.encode("Ein Mann", out_type=str)
+    assert all(same_map(answered, expected_map(translator, line, prefix)) for answered, line, prefix
+               in zip(first["attention"][::2], first_lines[::2], first_prefixes[::2], strict=True))
+    assert first["attention"][0]["tgt_pieces"][:-1] == first["alignments"][0][0]["tgt_pieces"]  # the forced one's map
+
+    n_best = translator.using(n_best=2).translate_n_best([SENTENCE], alignments=True)[0]
+    assert second["n_best"][0] == [{"text": h.text, "score": pytest.approx(h.score, abs=1e-4)} for h in n_best]
+    assert second["alignments"] == [[h.alignment.record() for h in n_best]] and len(n_best) == 2
+    assert "attention" not in second
+
+    assert third == {"translations": translator.translate(["A boy sits."], ["Zwei"])}
+    assert third["translations"][0].startswith("Zwei")
+
+
+@pytest.mark.parametrize("field", ["attention", "alignments"])
+def test_attention_or_alignments_of_a_model_without_attention_are_refused_by_name(monkeypatch, field: str) -> None:
     monkeypatch.setattr(TranslateRequest, "limits", Limits(attention=False))
-    assert TranslateRequest(text=["A dog."]).attention is False
-    with pytest.raises(ValidationError, match=r"attention[\s\S]*no attention \(model.attention: none\)"):
-        TranslateRequest(text=["A dog."], attention=True)
-    with pytest.raises(ValidationError, match="attention"):
-        TranslateRequest(text=["A dog."], attention="yes")
+    assert getattr(TranslateRequest(text=["A dog."]), field) is False
+    with pytest.raises(ValidationError, match=rf"{field}[\s\S]*no attention \(model.attention: none\)[\s\S]*without {field}"):
+        TranslateRequest(text=["A dog."], **{field: True})
+    with pytest.raises(ValidationError, match=field):
+        TranslateRequest(text=["A dog."], **{field: "yes"})
+
+
+def test_a_sampling_servers_requests_are_refused_a_beam_or_n_best_above_one(monkeypatch) -> None:
+    monkeypatch.setattr(TranslateRequest, "limits", Limits(default_beam_size=1, sampling="top_k"))
+    assert TranslateRequest(text=["A dog."], beam_size=1, n_best=1, prefix=["Ein"]).n_best == 1
+    for field in ("beam_size", "n_best"):
+        with pytest.raises(ValidationError, match=rf"{field}\n.*this server samples \(sampling=top_k\).*{field} must be 1"):
+            TranslateRequest(text=["A dog."], **{field: 3})
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +200,24 @@ def test_a_typed_sentence_shows_its_translation_n_best_and_attention(browser, op
     cells = [float(w) for w in browser.execute_script(
         "return [...document.querySelectorAll('#attention td[data-weight]')].map(c => c.dataset.weight)")]
     assert cells == pytest.approx(flat(amap["weights"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_typed_prefix_starts_the_translation_and_its_attention_map(browser, open_url: str,
+                                                                      translator: Translator) -> None:
+    prefix = "Ein Mann"
+    browser.get(open_url)
+    assert PAGE["wait_for"](browser, "ready") == "ready"
+    assert PAGE["translate_on_page"](browser, SENTENCE, prefix) == "done", text_of(browser, "#status")
+    expected = translator.using(n_best=translator.beam_size).translate_n_best([SENTENCE], [prefix])[0]
+    assert text_of(browser, "#translation") == [expected[0].text] and expected[0].text.startswith(prefix)
+    assert not translator.translate([SENTENCE])[0].startswith(prefix)  # the prefix changed the translation
+    assert text_of(browser, "#n-best .text") == [h.text for h in expected]
+    amap = expected_map(translator, SENTENCE, prefix, n_best=translator.beam_size)
+    assert text_of(browser, "#attention th.tgt") == amap["tgt_pieces"]
+    assert amap["tgt_pieces"][:2] == translator.tokenizer.tgt.encode(prefix, out_type=str)
+    assert PAGE["translate_on_page"](browser, SENTENCE) == "done"  # the box emptied: no prefix any more
+    assert text_of(browser, "#translation") == translator.translate([SENTENCE])
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from benchmarks.loadtest import call, load, running_server
-from conftest import MULTI30K
+from conftest import MULTI30K, run_script
 from seq2seq.data.sources import read_lines
 from seq2seq.inference.translator import Translator
 
@@ -46,6 +46,45 @@ def test_translations_and_n_best_in_order(service: dict, lines: list[str]) -> No
                                 for hyps in expected]
 
 
+def test_a_prefix_forces_the_start_of_the_served_translation(service: dict, lines: list[str]) -> None:
+    """Per line: its prefix (or none: null, "", or no prefix list) forces the served n-best list and attention map
+    exactly as the Translator forces its own, and every forced hypothesis begins with the prefix."""
+    batch, prefixes = [lines[0], lines[1], "", lines[2]], ["Zwei Frauen", None, "Ein", ""]
+    translator = Translator.load(service["model"], beam_size=3)
+    status, answer = call(f"{service['url']}/translate", {"text": batch, "prefix": prefixes, "n_best": 2, "attention": True})
+    expected = translator.using(n_best=2).translate_n_best(batch, prefixes)
+    assert status == 200, answer
+    assert answer["translations"] == translator.translate(batch, prefixes) == [hyps[0].text for hyps in expected]
+    assert answer["n_best"] == [[{"text": h.text, "score": pytest.approx(h.score, abs=1e-4)} for h in hyps]
+                                for hyps in expected]
+    assert all(h["text"].startswith("Zwei Frauen") for h in answer["n_best"][0])
+    assert not translator.translate([lines[0]])[0].startswith("Zwei Frauen")  # the prefix is what made it so
+    assert answer["translations"][1:] == translator.translate(batch[1:])  # no prefix: as before
+    maps = translator.attention(batch, prefixes)
+    assert [m["tgt_pieces"] for m in answer["attention"]] == [m.tgt_pieces for m in maps]
+    pieces = translator.tokenizer.tgt.encode("Zwei Frauen", out_type=str)
+    assert answer["attention"][0]["tgt_pieces"][: len(pieces)] == pieces
+
+
+def test_served_alignments_are_translate_pys(service: dict, lines: list[str], tmp_path, monkeypatch) -> None:
+    """alignments: true gives, per line and hypothesis, what translate.py alignments=true writes for that line and
+    rank (with n_best: every hypothesis of the list; without: the translation's)."""
+    batch = [lines[3], "", lines[4], lines[5]]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.en").write_text("".join(line + "\n" for line in batch), encoding="utf-8")
+    for extra, n_best in (([], None), (["n_best=2"], 2)):
+        assert run_script("translate", f"model_file={service['model']}", "input=in.en", "output=out.jsonl", "beam_size=3",
+                          "alignments=true", *extra) == 0
+        records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+        written = [[{k: v for k, v in r.items() if k not in ("line", "rank", "score", "text")} for r in records
+                    if r["line"] == n] for n in range(1, len(batch) + 1)]
+        status, answer = call(f"{service['url']}/translate", {"text": batch, "alignments": True}
+                              | ({"n_best": n_best} if n_best else {}))
+        assert status == 200 and answer["alignments"] == written, answer
+        assert [len(a) for a in answer["alignments"]] == [n_best or 1, 1, n_best or 1, n_best or 1]
+        assert all(a[0]["piece_alignment"] for a in answer["alignments"][::2])  # lines with pieces are aligned
+
+
 @pytest.mark.parametrize("body, field", [
     (b'{"text": ["A dog', "body"),                                  # malformed JSON
     (b'["A dog."]', "body"),                                        # not an object
@@ -58,12 +97,42 @@ def test_translations_and_n_best_in_order(service: dict, lines: list[str]) -> No
     ({"text": ["A dog."], "n_best": 4}, "n_best"),                  # above the default beam 3
     ({"text": ["A dog."] * 9}, "text"),                             # above max_lines
     ({"text": ["x" * 201]}, "text"),                                # above max_chars
+    ({"text": ["A dog.", "A cat."], "prefix": ["Ein"]}, "prefix"),  # not one prefix per line
+    ({"text": ["A dog."], "prefix": "Ein"}, "prefix"),
+    ({"text": ["A dog."], "prefix": [3]}, "prefix"),
+    ({"text": ["A dog."], "prefix": ["x" * 201]}, "prefix"),        # above max_chars
+    ({"text": ["A dog."], "alignments": "yes"}, "alignments"),
 ])
 def test_bad_requests_get_a_4xx_naming_the_field(service: dict, body, field: str) -> None:
     status, answer = call(f"{service['url']}/translate", body)
     assert 400 <= status < 500 and isinstance(answer, dict), (status, answer)
     assert any(field in map(str, d["loc"]) or field in d["msg"] for d in answer["detail"]), answer
     assert call(f"{service['url']}/translate", {"text": ["A dog runs."]})[0] == 200  # the worker is still there
+
+
+def test_a_prefix_list_of_another_length_is_refused_saying_so(service: dict) -> None:
+    status, answer = call(f"{service['url']}/translate", {"text": ["A dog.", "A cat.", ""], "prefix": ["Ein", None]})
+    assert status == 422 and [d["loc"] for d in answer["detail"]] == [["body", "prefix"]], answer
+    said = answer["detail"][0]["msg"]
+    assert "one prefix per line of text" in said and "got 2 prefixes for 3 lines" in said, said
+
+
+def test_a_sampling_server_samples_with_prefixes_and_refuses_beams(trained_run: dict, tmp_path, lines: list[str]) -> None:
+    """sampling=top_k: each served line is the Translator's own sample for it and its prefix; a request asking for
+    beam_size or n_best above 1 gets its 422 before it reaches the worker; /info says the server samples."""
+    model = str(trained_run["model_file"])
+    with running_server([f"model_file={model}", "sampling=top_k", "sampling_seed=3", "threads=1"], tmp_path / "serve.log",
+                        threads=1) as url:
+        assert call(f"{url}/info")[1]["model"]["limits"]["sampling"] == "top_k"
+        for field in ("beam_size", "n_best"):
+            status, answer = call(f"{url}/translate", {"text": ["A dog."], field: 2})
+            assert status == 422 and answer["detail"][0]["loc"] == ["body", field], answer
+            assert "this server samples (sampling=top_k)" in answer["detail"][0]["msg"], answer
+        batch, prefixes = lines[:4], ["Ein Mann", None, "", "Zwei"]
+        status, answer = call(f"{url}/translate", {"text": batch, "prefix": prefixes, "n_best": 1})
+    sampler = Translator.load(model, sampling="top_k", sampling_seed=3)
+    assert status == 200 and answer["translations"] == sampler.translate(batch, prefixes), answer
+    assert answer["translations"][0].startswith("Ein Mann") and answer["translations"][3].startswith("Zwei")
 
 
 def test_concurrent_requests_each_get_their_own_lines(service: dict, lines: list[str]) -> None:
@@ -121,3 +190,8 @@ def test_a_request_at_every_limit_is_accepted(service: dict) -> None:
     assert len(body) > 8 * 200 * 12
     status, answer = call(f"{service['url']}/translate", body)
     assert status == 200 and len(answer["translations"]) == 8 and all(len(n) == 10 for n in answer["n_best"])
+    body = json.dumps({"text": ["\U0001F600" * 200] * 8, "prefix": ["\U0001F600" * 200] * 8, "beam_size": 10,
+                       "alignments": True, "attention": True}).encode()  # and a prefix as long for each line
+    assert len(body) > 2 * 8 * 200 * 12
+    status, answer = call(f"{service['url']}/translate", body)
+    assert status == 200 and len(answer["translations"]) == 8 and len(answer["alignments"]) == 8, str(answer)[:300]

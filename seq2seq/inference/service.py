@@ -3,9 +3,10 @@
 LitServe (Lightning's serving engine) provides the HTTP server (FastAPI + uvicorn), the inference
 worker processes, dynamic batching (requests that arrive within ``batch_timeout`` of each other, up to
 ``max_batch_size``, reach ``predict`` together), the health check and the info endpoint; this module
-adds the request schema, how a batch of requests becomes one ``Translator`` call, and ``page.html`` (a
-person types a sentence, sees its translation, n-best list and attention map; it speaks only the JSON
-API: /info, then /translate with ``attention``), served in place of LitServe's "litserve running".
+adds the request schema (lines, their forced target prefixes, search settings, attention maps and alignments),
+how a batch of requests becomes one ``Translator`` call, and ``page.html`` (a person types a sentence and
+optionally a prefix, sees its translation, n-best list and attention map; it speaks only the JSON API: /info,
+then /translate with ``attention``), served in place of LitServe's "litserve running".
 
 Requests are validated by FastAPI against ``TranslateRequest`` in the HTTP process, before they reach
 a worker: a bad request gets a 422 JSON answer whose ``detail[].loc`` names the field, and can never
@@ -24,12 +25,22 @@ import litserve
 import torch
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from seq2seq.config import DecodingConfig, ServeConfig, TranslatorConfig
 from seq2seq.inference.guard import Guard, short_validation_error
 from seq2seq.inference.supervisor import Service, die_with_parent
-from seq2seq.inference.translator import Alignment, Translator
+from seq2seq.inference.translator import Alignment, Hypothesis, Translator
 
 log = logging.getLogger(__name__)
 PAGE = resources.files(__package__) / "page.html"
@@ -42,35 +53,63 @@ WEIGHT_DECIMALS = 4  # attention weights in answers: enough to draw and compare 
 
 @dataclass
 class Limits:
-    """What one request may ask for (ServeConfig's max_lines, max_chars, max_beam_size); default_beam_size
-    is the model's (used when a request gives none, and to check its n_best); attention: whether the model
-    has attention to return (not a plain ``attention: none`` model)."""
+    """What one request may ask for (ServeConfig's max_lines, max_chars, max_beam_size; max_chars holds for each
+    prefix too); default_beam_size is the model's (used when a request gives none, and to check its n_best);
+    attention: whether the model has attention to return (not a plain ``attention: none`` model); sampling:
+    the server's sampling method (top_k | top_p), which allows no beam_size or n_best above 1, or None."""
     max_lines: int = ServeConfig.max_lines
     max_chars: int = ServeConfig.max_chars
     max_beam_size: int = ServeConfig.max_beam_size
     default_beam_size: int = DecodingConfig.beam_size
     attention: bool = True
+    sampling: str | None = TranslatorConfig.sampling
 
 
 class TranslateRequest(BaseModel):
-    """{"text": ["line", ...], "beam_size": 5, "n_best": 3, "attention": true}: all but text optional."""
+    """{"text": ["line", ...], "prefix": ["forced start", null, ...], "beam_size": 5, "n_best": 3, "attention": true,
+    "alignments": true}: all but text optional; prefix, if given, has one entry per line (null or "": none)."""
     model_config = ConfigDict(extra="forbid")
     limits: ClassVar[Limits] = Limits()  # set by the server before it starts (its HTTP processes fork)
 
     text: list[StrictStr]
+    prefix: list[StrictStr | None] | None = None
     beam_size: StrictInt | None = Field(default=None, ge=1)
     n_best: StrictInt | None = Field(default=None, ge=1)
     attention: StrictBool = False
+    alignments: StrictBool = False
 
     @field_validator("text")
     @classmethod
     def _within_limits(cls, text: list[str]) -> list[str]:
         if len(text) > cls.limits.max_lines:
             raise ValueError(f"at most {cls.limits.max_lines} lines per request (max_lines), got {len(text)}")
-        for i, line in enumerate(text):
-            if len(line) > cls.limits.max_chars:
-                raise ValueError(f"line {i} has {len(line)} characters; at most {cls.limits.max_chars} (max_chars)")
+        cls._check_chars("line", text)
         return text
+
+    @field_validator("prefix")
+    @classmethod
+    def _one_prefix_per_line(cls, prefix: list[str | None] | None, info: ValidationInfo) -> list[str | None] | None:
+        if prefix is None:
+            return None
+        if "text" in info.data and len(prefix) != len(info.data["text"]):  # text itself may have been refused
+            raise ValueError(f"one prefix per line of text (null or \"\" for none): got {len(prefix)} prefixes for "
+                             f"{len(info.data['text'])} lines")
+        cls._check_chars("prefix", prefix)
+        return prefix
+
+    @classmethod
+    def _check_chars(cls, what: str, strings: list[str | None]) -> None:
+        for i, string in enumerate(strings):
+            if string is not None and len(string) > cls.limits.max_chars:
+                raise ValueError(f"{what} {i} has {len(string)} characters; at most {cls.limits.max_chars} (max_chars)")
+
+    @field_validator("beam_size", "n_best")
+    @classmethod
+    def _one_if_sampling(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if cls.limits.sampling is not None and value is not None and value > 1:
+            raise ValueError(f"this server samples (sampling={cls.limits.sampling}): one translation per line, so "
+                             f"{info.field_name} must be 1 (or unset), got {value}")
+        return value
 
     @field_validator("beam_size")
     @classmethod
@@ -79,12 +118,13 @@ class TranslateRequest(BaseModel):
             raise ValueError(f"at most {cls.limits.max_beam_size} (max_beam_size), got {beam_size}")
         return beam_size
 
-    @field_validator("attention")
+    @field_validator("attention", "alignments")
     @classmethod
-    def _model_has_attention(cls, attention: bool) -> bool:
-        if attention and not cls.limits.attention:
-            raise ValueError("this model has no attention (model.attention: none) to return; ask without attention")
-        return attention
+    def _model_has_attention(cls, wanted: bool, info: ValidationInfo) -> bool:
+        if wanted and not cls.limits.attention:
+            raise ValueError(f"this model has no attention (model.attention: none) to return; ask without "
+                             f"{info.field_name}")
+        return wanted
 
     @model_validator(mode="after")
     def _n_best_within_beam(self) -> "TranslateRequest":
@@ -116,8 +156,9 @@ class TranslationAPI(litserve.LitAPI):
         return inputs
 
     def predict(self, requests: list[TranslateRequest] | TranslateRequest) -> list[dict] | dict:
-        """Every request's lines in one call per distinct (beam_size, n_best), and the lines of those that ask
-        for attention in one more (the same search, its attention kept); answers in request order.
+        """Every request's lines (with their prefixes) in one call per distinct (beam_size, n_best), the search's
+        attention kept when one of them asks for attention or alignments, so that each map and alignment is
+        that of the very translation answered; answers in request order.
         (With max_batch_size 1 LitServe passes one request, not a list.)"""
         if isinstance(requests, TranslateRequest):
             return self.predict([requests])[0]
@@ -127,16 +168,12 @@ class TranslationAPI(litserve.LitAPI):
             groups.setdefault((r.beam_size or self.translator.beam_size, r.n_best), []).append(i)
         for (beam_size, n_best), members in groups.items():
             translator = self.translator.using(beam_size=beam_size, n_best=n_best or 1)
-            lists = iter(translator.translate_n_best([line for i in members for line in requests[i].text]))
-            wanted = [line for i in members if requests[i].attention for line in requests[i].text]
-            maps = iter(translator.attention(wanted) if wanted else [])
+            found = iter(translator.translate_n_best(
+                [line for i in members for line in requests[i].text],
+                [p for i in members for p in requests[i].prefix or [None] * len(requests[i].text)],
+                alignments=any(requests[i].attention or requests[i].alignments for i in members)))
             for i in members:
-                mine = [next(lists) for _ in requests[i].text]
-                answers[i]["translations"] = [hyps[0].text for hyps in mine]
-                if n_best is not None:
-                    answers[i]["n_best"] = [[asdict(h) for h in hyps] for hyps in mine]
-                if requests[i].attention:
-                    answers[i]["attention"] = [attention_answer(next(maps)) for _ in requests[i].text]
+                answers[i] = answer(requests[i], [next(found) for _ in requests[i].text])
         return answers
 
     def unbatch(self, output: list[dict]) -> list[dict]:
@@ -144,6 +181,20 @@ class TranslationAPI(litserve.LitAPI):
 
     def encode_response(self, output: dict) -> dict:
         return output
+
+
+def answer(request: TranslateRequest, lists: list[list[Hypothesis]]) -> dict:
+    """A request's answer from its lines' n-best lists: translations; n_best ({"text", "score"} per hypothesis)
+    when asked; attention (the best translation's map) per line; alignments per line and hypothesis (the
+    n-best list's, or without n_best the translation's alone), as translate.py's alignments=true records give them."""
+    out: dict = {"translations": [hyps[0].text for hyps in lists]}
+    if request.n_best is not None:
+        out["n_best"] = [[{"text": h.text, "score": h.score} for h in hyps] for hyps in lists]
+    if request.attention:
+        out["attention"] = [attention_answer(hyps[0].alignment) for hyps in lists]
+    if request.alignments:
+        out["alignments"] = [[h.alignment.record() for h in hyps] for hyps in lists]
+    return out
 
 
 def attention_answer(alignment: Alignment) -> dict:
@@ -186,7 +237,8 @@ def serve(cfg: ServeConfig) -> None:
     options = TranslatorConfig.options(vars(cfg))
     translator = Translator.from_options(options)
     info = {"model_file": cfg.model_file, **translator.info()}
-    limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, translator.beam_size, translator.has_attention)
+    limits = Limits(cfg.max_lines, cfg.max_chars, cfg.max_beam_size, translator.beam_size, translator.has_attention,
+                    cfg.sampling)
     del translator  # not held while serving: the workers load their own, and the HTTP processes fork from this one
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     source = f"${cfg.api_key_env}" if cfg.api_key_env else "api_key_env"

@@ -86,6 +86,12 @@ class Alignment:
         src, tgt = word_numbers(self.src_pieces[:-1]), word_numbers(self.tgt_pieces[:-1])  # EOS left out
         return sorted({(src[s], tgt[t]) for t, s in enumerate(self.source_positions())})
 
+    def record(self) -> dict:
+        """The alignment as translate.py's alignments=true JSON lines and the service's "alignments" give it:
+        the pieces (EOS left out), piece_alignment (source_positions()) and word_alignment (word_pairs())."""
+        return {"src_pieces": self.src_pieces[:-1], "tgt_pieces": self.tgt_pieces[:-1],
+                "piece_alignment": self.source_positions(), "word_alignment": [list(p) for p in self.word_pairs()]}
+
 
 @dataclass
 class Hypothesis:

@@ -135,7 +135,8 @@ def reference() -> str:
     section("`data`", "`conf/data/multi30k.yaml`, built as `TranslationDataModule` (seq2seq/training/datamodule.py); "
             "`data=wmt14_en_de` changes " + ", ".join(f"`{k}`" for k, _, _ in yaml_rows(conf / "data" / "wmt14_en_de.yaml",
                                                                                           "data.")) + ".",
-            yaml_rows(conf / "data" / "multi30k.yaml", "data."))
+            yaml_rows(conf / "data" / "multi30k.yaml", "data.")
+            + dataclass_rows(config.SubwordSamplingConfig, "data.subword_sampling."))
     section("`trainer`", "`conf/trainer/default.yaml`: arguments of `lightning.pytorch.Trainer`, shared by every "
             "trainer preset.", yaml_rows(conf / "trainer" / "default.yaml", "trainer."))
     for preset in sorted((conf / "trainer").glob("*.yaml")):

@@ -107,6 +107,28 @@ class DecodingConfig:
                               f"got n_best={self.n_best} with beam_size={self.beam_size}")
 
 
+@dataclass
+class SubwordSamplingConfig:
+    """``data.subword_sampling``: SentencePiece's subword regularization of the training pairs, a new seeded
+    segmentation of every pair each epoch (validation and test are always segmented deterministically).
+
+    smoothing is SentencePiece's ``alpha``: the inverse temperature of the unigram model's segmentation
+    probabilities (small: nearer uniform), or BPE-dropout's probability; nbest_size -1 samples from every
+    segmentation in the lattice, N >= 2 from the N best (unigram only).
+    """
+    enabled: bool = False                     # sample each training pair's segmentation anew every epoch
+    smoothing: float = 0.1                    # SentencePiece's alpha: unigram inverse temperature (BPE: dropout)
+    nbest_size: int = -1                      # -1: sample from the whole lattice; N >= 2: from the N best (unigram)
+
+    def __post_init__(self) -> None:
+        check_flag("data.subword_sampling.enabled", self.enabled)
+        check_number("data.subword_sampling.smoothing", self.smoothing, lambda x: 0 < x <= 1, "in (0, 1]")
+        if isinstance(self.nbest_size, bool) or not isinstance(self.nbest_size, int) or \
+                not (self.nbest_size == -1 or self.nbest_size >= 2):
+            raise ConfigError(f"data.subword_sampling.nbest_size must be -1 (the whole lattice) or an integer >= 2, "
+                              f"got {self.nbest_size!r}")
+
+
 SCHEDULES = ("plateau", "inverse_sqrt", "cosine", "constant")
 
 
@@ -378,6 +400,7 @@ def register() -> None:
     store.store(group="model", name="base", node=ModelConfig)
     store.store(group="decoding", name="base", node=DecodingConfig)
     store.store(group="optim", name="base", node=OptimConfig)
+    store.store(group="data/subword_sampling", name="base", node=SubwordSamplingConfig)  # conf/data/multi30k.yaml
     for name, node in (("train", TrainConfig), ("validate", ValidateConfig), ("translate", TranslateConfig),
                        ("evaluate", EvaluateConfig), ("serve", ServeConfig)):
         store.store(name=f"{name}_schema", node=node)  # conf/<name>.yaml lists it first in its defaults

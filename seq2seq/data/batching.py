@@ -10,8 +10,13 @@ sentences' indices so results are put back into corpus order.
 A training run killed mid-epoch resumes at the batch after the last one trained: `ResumableLoader`
 is the DataLoader Lightning checkpoints (it has state_dict/load_state_dict) and it tells its
 sampler where to start.
+
+With subword sampling each epoch segments the training pairs anew, so their lengths change with the epoch:
+`SegmentedBatchSampler` asks for the epoch's lengths before it cuts the epoch's batches, and each of its
+batches carries its epoch (`EpochBatch`) so that the rows are read from that epoch's segmentation.
 """
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,15 +47,23 @@ class TokenBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(src_lens (N,), tgt_lens (N,)) of the sentences of the current epoch."""
+        return self.src_lens, self.tgt_lens
+
+    def _batch(self, ids: np.ndarray) -> list[int]:
+        return ids.tolist()
+
     def _epoch_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(order (N,), bounds (B + 1,), picked (b,)): batch j is order[bounds[j]:bounds[j + 1]]; this
         rank's batches are the batches `picked`, in that order."""
         if self._plan is None or self._plan[0] != self.epoch:
-            n = len(self.src_lens)
+            src_lens, tgt_lens = self.lengths()
+            n = len(src_lens)
             rng = np.random.default_rng((self.seed, self.epoch))
             tie = rng.random(n) if self.shuffle else np.arange(n)
-            order = np.lexsort((tie, self.src_lens, self.tgt_lens))  # by target, then source length
-            cost = np.maximum(self.src_lens, self.tgt_lens + 1)[order]  # padded positions per sentence
+            order = np.lexsort((tie, src_lens, tgt_lens))  # by target, then source length
+            cost = np.maximum(src_lens, tgt_lens + 1)[order]  # padded positions per sentence
             bounds = pack(cost, self.max_tokens)
             picked = rng.permutation(len(bounds) - 1) if self.shuffle else np.arange(len(bounds) - 1)
             if self.world_size > 1 and len(picked):
@@ -66,7 +79,7 @@ class TokenBatchSampler(Sampler[list[int]]):
     def batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch."""
         order, bounds, picked = self._epoch_plan()
-        return [order[bounds[j] : bounds[j + 1]].tolist() for j in picked]
+        return [self._batch(order[bounds[j] : bounds[j + 1]]) for j in picked]
 
     def __iter__(self) -> Iterator[list[int]]:
         """This epoch's batches from where a resumed run left off. The order is drawn at the first
@@ -75,10 +88,40 @@ class TokenBatchSampler(Sampler[list[int]]):
         resume, self.resume_at = self.resume_at, None
         self.start = resume[1] if resume is not None and resume[0] == self.epoch else 0
         for j in picked[self.start :]:
-            yield order[bounds[j] : bounds[j + 1]].tolist()
+            yield self._batch(order[bounds[j] : bounds[j + 1]])
 
     def __len__(self) -> int:
         return len(self._epoch_plan()[2])
+
+
+class EpochLengths(Protocol):
+    def lengths(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(src_lens (N,), tgt_lens (N,)) of the sentences as segmented in `epoch`."""
+
+
+class EpochBatch(list):
+    """A batch of sentence indices (a list) that knows the epoch whose segmentation they index."""
+
+    def __init__(self, epoch: int, ids: Sequence[int]) -> None:
+        super().__init__(ids)
+        self.epoch = epoch
+
+
+class SegmentedBatchSampler(TokenBatchSampler):
+    """Shuffled token-budget batches of training sentences whose segmentation, and so whose lengths, change
+    every epoch: each epoch's batches are cut from `segmented.lengths(epoch)`, asked for before its first
+    batch; the batches are EpochBatch lists. Everything else (ranks, resume) is TokenBatchSampler's."""
+
+    def __init__(self, segmented: EpochLengths, max_tokens: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 epoch: int = 0) -> None:
+        super().__init__([], [], max_tokens, True, seed, rank, world_size)
+        self.segmented, self.epoch = segmented, epoch
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.segmented.lengths(self.epoch)
+
+    def _batch(self, ids: np.ndarray) -> EpochBatch:
+        return EpochBatch(self.epoch, ids.tolist())
 
 
 def pack(cost: np.ndarray, max_tokens: int) -> np.ndarray:

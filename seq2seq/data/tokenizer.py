@@ -3,6 +3,10 @@
 Trained with byte fallback, so no input character is ever unknown, on sentences streamed to
 SentencePiece (never gathered in one list). The serialized models are bytes: they travel inside
 checkpoints and model files; a Tokenizer pickles as those bytes (for datasets' worker processes).
+
+Subword sampling (SentencePiece's subword regularization) draws a segmentation of each line at random.
+SentencePiece 0.2.3 draws from an absl::BitGen, which Abseil salts per process: a seed repeats its draws
+within one process only, so the draws are made reproducible by storing them (seq2seq.training.datamodule).
 """
 import hashlib
 import io
@@ -13,6 +17,8 @@ from itertools import chain
 from pathlib import Path
 
 import sentencepiece as spm
+
+from seq2seq.config import SubwordSamplingConfig
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 # What str.splitlines() breaks lines at (\n, \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029): byte-fallback pieces
@@ -76,12 +82,13 @@ class Tokenizer:
         tgt = folder / "spm.tgt.model"
         return cls((folder / "spm.src.model").read_bytes(), tgt.read_bytes() if tgt.exists() else None)
 
-    def encode_src(self, lines: list[str]) -> list[list[int]]:
-        """Source ids end with EOS, so even an empty line is one token long."""
-        return [ids + [EOS] for ids in self.src.encode(lines)]
+    def encode_src(self, lines: list[str], sampling: SubwordSamplingConfig | None = None) -> list[list[int]]:
+        """Source ids end with EOS, so even an empty line is one token long. The most probable segmentation,
+        or with `sampling` one drawn at random (its smoothing and nbest_size)."""
+        return [ids + [EOS] for ids in _encode(self.src, lines, sampling)]
 
-    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
-        return self.tgt.encode(lines)
+    def encode_tgt(self, lines: list[str], sampling: SubwordSamplingConfig | None = None) -> list[list[int]]:
+        return _encode(self.tgt, lines, sampling)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         """Texts of target id sequences, each one line: a line break the pieces spell becomes a space."""
@@ -92,6 +99,13 @@ class Tokenizer:
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]
+
+
+def _encode(processor: spm.SentencePieceProcessor, lines: list[str],
+            sampling: SubwordSamplingConfig | None) -> list[list[int]]:
+    if sampling is None:
+        return processor.encode(lines)
+    return processor.encode(lines, enable_sampling=True, alpha=sampling.smoothing, nbest_size=sampling.nbest_size)
 
 
 def _train(sentences: Iterable[str], vocab_size: int, model_type: str) -> bytes:

@@ -42,7 +42,7 @@ def main() -> None:
             runs[i].append(result)
             rates = ", ".join(f"{t['precision']} {t['tgt_tok_s']:.0f}" for t in result["ours_train"])
             print(f"round {r + 1}, {tree}: target tok/s {rates}", flush=True)
-    print(f"\nmachine: {runs[0][0]['machine']}")
+    print(f"\nmachine: {runs[1][0]['machine']}")  # the later tree's benchmark names the CPU's features
     reference = statistics.median(t["tgt_tok_s"] for run in runs[0] for t in run["ours_train"]
                                   if t["precision"] == "32-true")
     print(f"{'tree':40s} {'precision':11s} {'tgt tok/s, each round':>28s} {'median':>8s} {'MFU %':>6s} "

@@ -1,5 +1,6 @@
 """Fine-tuning (init_from=...): a run starts from a model file's weights, tokenizer and model settings, with a
 fresh optimizer and schedule; the command line may not contradict the file's model settings."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,26 +83,32 @@ def heldout_loss(model: Path, corpus: Path, run_dir: Path) -> float:
     return validate(cfg)["val/loss"]
 
 
-@pytest.mark.slow
-def test_fine_tuning_lowers_the_loss_on_the_new_domain(trained_run, animals, tmp_path) -> None:
-    """trained_run's checkpoint (a tiny model, 2 epochs on the first 3,000 Multi30k pairs), continued for 2 epochs
-    on the animal captions: its loss on their held-out test pairs falls below the starting model's. The run keeps
-    the checkpoint's tokenizer and 32-unit model although the composed config says 256 units and vocabulary 8000,
-    and its optimizer starts afresh: its step count is its own, not the checkpoint's plus its own."""
+@pytest.fixture(scope="module")
+def finetuned(trained_run, animals, tmp_path_factory) -> dict:
+    """trained_run's checkpoint (a tiny model, 2 epochs on the first 3,000 Multi30k pairs) continued for 2 epochs on
+    the animal captions, from a config that says 256 units and vocabulary 8000 (the defaults): results, cfg, run
+    folder, the checkpoint started from."""
     from seq2seq.training.train import train
 
     start = trained_run["run_dir"] / "checkpoints" / "last.ckpt"
-    run_dir = tmp_path / "finetune"
+    run_dir = tmp_path_factory.mktemp("finetune")
     cfg = compose_config("train", [f"init_from={start}", f"data.source.path={animals}", "data.max_tokens=1200",
                                    "trainer.max_epochs=2", "optim.lr=1e-3", "decoding.beam_size=1",
                                    "decoding.max_len=40", *TINY[4:]], run_dir)
     assert cfg.model.hidden_size == 256 and cfg.data.tokenizer.vocab_size == 8000
-    results = train(cfg)
+    return {**train(cfg), "cfg": cfg, "run_dir": run_dir, "start": start}
 
-    started, tuned = modelfile.read_contents(start), modelfile.read_contents(results["model_file"])
+
+@pytest.mark.slow
+def test_fine_tuning_lowers_the_loss_on_the_new_domain(finetuned, animals, tmp_path) -> None:
+    """Its loss on the animal captions' held-out test pairs falls below the starting model's. The run kept the
+    checkpoint's tokenizer and 32-unit model, and its optimizer started afresh: its step count is its own two
+    epochs, not the checkpoint's steps plus those."""
+    start, run_dir = finetuned["start"], finetuned["run_dir"]
+    started, tuned = modelfile.read_contents(start), modelfile.read_contents(finetuned["model_file"])
     assert tuned["tokenizer"] == started["tokenizer"] and tuned["model"] == started["model"]
-    assert (run_dir / "tokenizer").is_dir() and not (run_dir / "data_cache" / "tokenizer").exists()  # none trained
-    data = instantiate(cfg.data)
+    assert not (run_dir / "data_cache" / "tokenizer").exists()  # no tokenizer was trained
+    data = instantiate(finetuned["cfg"].data)
     data.prepare_tokenizer(run_dir / "tokenizer")
     data.setup("fit")
     steps = 2 * len(data.train_dataloader())  # two epochs of the animal captions, from step 0
@@ -109,5 +116,21 @@ def test_fine_tuning_lowers_the_loss_on_the_new_domain(trained_run, animals, tmp
     assert last["global_step"] == steps and checkpoint(start)["global_step"] > 0
     assert {float(s["step"]) for s in last["optimizer_states"][0]["state"].values()} == {steps}  # Adam's own count
     before = heldout_loss(start, animals, tmp_path / "before")
-    after = heldout_loss(Path(results["model_file"]), animals, tmp_path / "after")
+    after = heldout_loss(Path(finetuned["model_file"]), animals, tmp_path / "after")
     assert after < before, (before, after)
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_run_resumes_without_its_model_settings_on_the_command_line(finetuned, animals,
+                                                                                  tmp_path) -> None:
+    """resume=true (of a copy of the run folder) takes the model settings from the checkpoint: the config still
+    says 256 units."""
+    from seq2seq.training.train import train
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(finetuned["run_dir"], run_dir)
+    steps = checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+    train(compose_config("train", [f"data.source.path={animals}", "data.max_tokens=1200", "trainer.max_epochs=3",
+                                   "resume=true", "decoding.beam_size=1", "decoding.max_len=40", *TINY[4:]], run_dir))
+    resumed = checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == steps * 3 // 2 and resumed["hyper_parameters"]["model"]["hidden_size"] == 32

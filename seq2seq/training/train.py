@@ -99,6 +99,8 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveO
     last = stop.path
     datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
     model_cfg = None  # the configured model
+    if cfg.resume and not last.exists():
+        raise RunError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
     if cfg.resume or cfg.init_from:  # weights to start from: their tokenizer and model settings too
         source, label = (last, "resume=true") if cfg.resume else (Path(cfg.init_from), f"init_from={cfg.init_from}")
         contents = stored_contents(source, label)
@@ -154,8 +156,6 @@ def tune_alpha(model_file: Path, val: Dataset, alphas: list[float], lang: str, d
 
 def stored_contents(source: Path, label: str) -> dict:
     """The contents of the model file or checkpoint a run starts from; errors name the setting (`label`)."""
-    if label == "resume=true" and not source.exists():
-        raise RunError(f"resume=true but {source} does not exist (set hydra.run.dir to the run to resume)")
     try:
         return modelfile.read_contents(source)
     except modelfile.ModelFileError as e:

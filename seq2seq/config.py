@@ -170,6 +170,8 @@ class TrainConfig:
     or checked as their ``_target_`` objects are built (data, trainer, callbacks, logger)."""
     seed: int = 1234                          # weights, batches, dropout and the tokenizer's sample
     resume: bool = False                      # continue from checkpoints/last.ckpt in hydra.run.dir
+    init_from: str | None = None              # fine-tune: start from this model file's (or checkpoint's) weights,
+                                              # tokenizer and model settings, with a fresh optimizer and schedule
     label_smoothing: float = 0.1              # epsilon of the label-smoothed cross-entropy
     average_checkpoints: int = 3              # the model file averages the top-k checkpoints by val BLEU (0: last weights)
     tune_alpha: list[float] | None = None     # e.g. [0.6,0.8,1.0]: the model file's alpha becomes the best on val
@@ -185,6 +187,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_int("seed", self.seed, low=0)
         check_flag("resume", self.resume)
+        if self.init_from is not None:
+            if not (isinstance(self.init_from, str) and self.init_from):
+                raise ConfigError(f"init_from must be a model file (or checkpoint) or null, got {self.init_from!r}")
+            if self.resume:
+                raise ConfigError(f"init_from={self.init_from} starts a new run from a model file's weights; "
+                                  f"resume=true continues this run folder's checkpoint: give one of them")
         check_label_smoothing(self.label_smoothing)
         check_int("average_checkpoints", self.average_checkpoints, low=0)
         if self.tune_alpha is not None:

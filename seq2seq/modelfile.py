@@ -65,16 +65,22 @@ def load_model(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, DecodingCon
     tokenizer = Tokenizer.from_state(blob["tokenizer"])
     model = EncoderDecoder(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD,
                            from_dict(ModelConfig, blob["model"], f"{path}: model"))
+    load_weights(model, tokenizer, blob["state_dict"], path)
+    decoding = from_dict(DecodingConfig, dict(blob.get("decoding") or {}), f"{path}: decoding")
+    return model.eval(), tokenizer, decoding
+
+
+def load_weights(model: EncoderDecoder, tokenizer: Tokenizer, state_dict: dict, path: str | Path) -> None:
+    """Load `path`'s weights into `model`, built from that file's config and tokenizer; ModelFileError naming
+    the mismatched tensors when they do not fit."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in blob["state_dict"].items()}
+    found = {k: tuple(v.shape) for k, v in state_dict.items()}
     if expected != found:
         diff = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
         raise ModelFileError(f"{path}: weights do not fit the model built from its config and tokenizer "
                              f"(vocabulary {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}); "
                              f"mismatched: {', '.join(diff[:4])}")
-    model.load_state_dict(blob["state_dict"])
-    decoding = from_dict(DecodingConfig, dict(blob.get("decoding") or {}), f"{path}: decoding")
-    return model.eval(), tokenizer, decoding
+    model.load_state_dict(state_dict)
 
 
 def set_decoding(path: Path, **changes) -> None:

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 from datasets import Dataset
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq import modelfile
 from seq2seq.atomic_files import RunError
 from seq2seq.cli import tidy_logging
-from seq2seq.config import DecodingConfig, from_dict
+from seq2seq.config import ConfigError, DecodingConfig, ModelConfig, from_dict
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import corpus_scores, literature_bleu
 from seq2seq.inference.translator import Translator
@@ -96,11 +98,22 @@ def lock_run_folder(trainer: L.Trainer, run_dir: Path, held: ExitStack) -> None:
 def fit_and_test(cfg: DictConfig, trainer: L.Trainer, run_dir: Path, stop: SaveOnSignal) -> dict:
     last = stop.path
     datamodule: TranslationDataModule = instantiate_group(cfg.data, "data")
-    if cfg.resume:
-        datamodule.tokenizer = checkpoint_tokenizer(last, run_dir / "tokenizer", trainer.global_rank)
+    model_cfg = None  # the configured model
+    if cfg.resume and not last.exists():
+        raise RunError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
+    if cfg.resume or cfg.init_from:  # weights to start from: their tokenizer and model settings too
+        source, label = (last, "resume=true") if cfg.resume else (Path(cfg.init_from), f"init_from={cfg.init_from}")
+        contents = stored_contents(source, label)
+        datamodule.tokenizer = stored_tokenizer(contents, source, run_dir / "tokenizer", trainer.global_rank)
+        model_cfg = stored_model_settings(OmegaConf.to_container(cfg.model, resolve=True), contents["model"],
+                                          command_line(), label)
     else:
         shared_tokenizer(datamodule, run_dir / "tokenizer", trainer.global_rank)
-    module = new_module(cfg, datamodule.tokenizer)
+    module = new_module(cfg, datamodule.tokenizer, model_cfg)
+    if cfg.init_from:
+        modelfile.load_weights(module.model, datamodule.tokenizer, contents["state_dict"], cfg.init_from)
+        log.info("fine-tuning %s: its weights, tokenizer and model settings, a new optimizer and schedule",
+                 cfg.init_from)
     trainer.fit(module, datamodule, ckpt_path=str(last) if cfg.resume else None)
     log.info("rank %d: fit ended at global step %d", trainer.global_rank, trainer.global_step)  # each rank's record
     if trainer.strategy.reduce_boolean_decision(stop.pending, all=False):  # a signal in the last batch
@@ -141,24 +154,58 @@ def tune_alpha(model_file: Path, val: Dataset, alphas: list[float], lang: str, d
     return best
 
 
-def checkpoint_tokenizer(last: Path, folder: Path, rank: int) -> Tokenizer:
-    """The tokenizer stored in the checkpoint to resume from: its weights were trained with that one, whatever
-    the run folder holds now. Rank 0 puts it back in `folder` (with a warning) if the copy there differs."""
-    if not last.exists():
-        raise RunError(f"resume=true but {last} does not exist (set hydra.run.dir to the run to resume)")
+def stored_contents(source: Path, label: str) -> dict:
+    """The contents of the model file or checkpoint a run starts from; errors name the setting (`label`)."""
     try:
-        tokenizer = Tokenizer.from_state(modelfile.read_contents(last)["tokenizer"])
+        return modelfile.read_contents(source)
     except modelfile.ModelFileError as e:
-        raise modelfile.ModelFileError(f"resume=true: {e}") from None
+        raise modelfile.ModelFileError(f"{label}: {e}") from None
+
+
+def stored_tokenizer(contents: dict, source: Path, folder: Path, rank: int) -> Tokenizer:
+    """The tokenizer stored with the weights a run starts from (the checkpoint resumed, init_from's file): the
+    weights were trained with that one, whatever the run folder holds now. Rank 0 puts it in `folder` (with a
+    warning when the copy there differs)."""
+    tokenizer = Tokenizer.from_state(contents["tokenizer"])
     if rank == 0:
         saved = Tokenizer.load(folder)
         if saved is None or saved.state() != tokenizer.state():
             if saved is not None:
-                log.warning("%s differs from the tokenizer stored in %s: resuming with the checkpoint's, "
-                            "saved over it", folder, last)
+                log.warning("%s differs from the tokenizer stored in %s: using the latter, saved over it",
+                            folder, source)
                 shutil.rmtree(folder)  # no file of the other one may stay (a target model beside a joint one)
             tokenizer.save(folder)
     return tokenizer
+
+
+def command_line() -> list[str]:
+    """This run's command-line overrides, as Hydra parsed them ([] when train() is called without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def stored_model_settings(configured: dict, stored: dict, overrides: list[str], label: str) -> dict:
+    """The model settings of a run that starts from stored weights (`label`: init_from=... or resume=true):
+    theirs, `stored`. Each model setting the command line gives (``model.KEY=...``, or every key of a
+    ``model=NAME`` group choice) must agree with them; ConfigError naming those that do not."""
+    stored = asdict(from_dict(ModelConfig, stored, f"{label}: model"))
+    given: set[str] = set()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key == "model":
+            given |= set(stored)
+        elif key.startswith("model."):
+            given.add(key.split(".")[1])
+    clash = [f"model.{k}={configured.get(k)!r} (it has {stored[k]!r})" for k in sorted(given & set(stored))
+             if configured.get(k) != stored[k]]
+    if clash:
+        raise ConfigError(f"{label} keeps the model settings of its weights; the command line contradicts them: "
+                          f"{', '.join(clash)}")
+    replaced = [f"model.{k}={stored[k]!r}" for k in sorted(stored) if configured.get(k) != stored[k]]
+    if replaced:
+        log.info("%s: model settings of the weights, not the configured ones: %s", label, ", ".join(replaced))
+    return stored
 
 
 def end_local_ranks(trainer: L.Trainer, kill: bool) -> None:
@@ -233,8 +280,8 @@ def shared_tokenizer(datamodule: TranslationDataModule, folder: Path, rank: int)
     return datamodule.prepare_tokenizer(folder)
 
 
-def new_module(cfg: DictConfig, tokenizer: Tokenizer) -> TranslationModule:
-    """A freshly initialised module for the configured model, optimizer and decoding."""
-    return TranslationModule(model=OmegaConf.to_container(cfg.model, resolve=True), tokenizer=tokenizer.state(),
+def new_module(cfg: DictConfig, tokenizer: Tokenizer, model_cfg: dict | None = None) -> TranslationModule:
+    """A freshly initialised module for the configured model (or the settings `model_cfg`), optimizer and decoding."""
+    return TranslationModule(model=model_cfg or OmegaConf.to_container(cfg.model, resolve=True), tokenizer=tokenizer.state(),
                              optim=OmegaConf.to_container(cfg.optim, resolve=True), label_smoothing=cfg.label_smoothing,
                              decoding=OmegaConf.to_container(cfg.decoding, resolve=True))

@@ -142,7 +142,7 @@ class OptimConfig:
     lr: float = 1.0e-3                        # Adam's (peak) learning rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's beta1, beta2
     weight_decay: float = 0.0                 # L2 penalty (Adam's weight_decay)
-    fused: bool = False                       # Adam's fused kernel (CPU, CUDA); off: with it a resumed CPU run drifted (CHANGELOG)
+    fused: bool = False                       # Adam's fused kernel; off: with it a resumed CPU run drifted (CHANGELOG)
     schedule: str = "plateau"                 # plateau | inverse_sqrt | cosine | constant
     factor: float = 0.5                       # plateau: the rate is multiplied by this ...
     patience: int = 1                         # ... after this many validations without a better val BLEU

@@ -76,6 +76,16 @@ def one_line_error(capfd, *names: str) -> str:
     return err
 
 
+WIRINGS = ["luong", "bahdanau", "none", "cgru:luong", "cgru:bahdanau"]  # every decoder wiring the tests run
+
+
+def wiring(name: str) -> dict[str, str]:
+    """A wiring of WIRINGS as ModelConfig keys: "luong" -> {attention: luong}, "cgru:bahdanau" -> {decoder: cgru,
+    attention: bahdanau}."""
+    decoder, _, attention = name.rpartition(":")
+    return {"attention": attention, "decoder": decoder or "gru"}
+
+
 def random_source(lens: list[int], vocab: int, seed: int = 0, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids (1..vocab-1) right-padded with `pad`: src (B, S), src_lens (B,)."""
     g = torch.Generator().manual_seed(seed)

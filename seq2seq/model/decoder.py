@@ -37,8 +37,8 @@ from seq2seq.model.dropout import FastDropout
 from seq2seq.model.gru import GRU
 
 GRUStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-Step = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, Memory],
-                tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+StepOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # out, context, attention, hidden
+Step = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, Memory], StepOutput]
 
 
 class Decoder(nn.Module):
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         return self.rnn(x, hidden) if gru_step is None else gru_step(prev[:, 0], hidden)
 
     def _step_by_step(self, step: Step, tgt_in: torch.Tensor, x: torch.Tensor | None, hidden: torch.Tensor,
-                      memory: Memory) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                      memory: Memory) -> StepOutput:
         """bahdanau's and cgru's loop: one `step` per target position -> out (B, T, H), context (B, T, M),
         attention (B, T, S), hidden (L, B, H)."""
         outs, ctxs, attns = [], [], []
@@ -107,14 +107,14 @@ class Decoder(nn.Module):
             outs.append(out), ctxs.append(ctx), attns.append(attn)
         return torch.cat(outs, 1), torch.cat(ctxs, 1), torch.cat(attns, 1), hidden
 
-    def _bahdanau_step(self, prev: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, memory: Memory):
+    def _bahdanau_step(self, prev: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, memory: Memory) -> StepOutput:
         """Attention queried with the previous top state, its context beside x (B, 1, E) in the GRU's input."""
         ctx, attn = self.attention(hidden[-1].unsqueeze(1), memory)  # (B, 1, M), (B, 1, S)
         out, hidden = self.rnn(torch.cat([x, ctx.to(x.dtype)], dim=-1), hidden)
         return out, ctx, attn, hidden
 
     def _cgru_step(self, prev: torch.Tensor, x: torch.Tensor | None, hidden: torch.Tensor, memory: Memory,
-                   gru_step: GRUStep | None):
+                   gru_step: GRUStep | None) -> StepOutput:
         """One conditional-GRU step (module docstring): prev (B, 1), x (B, 1, E) | None, hidden (L, B, H)."""
         query, first = self._read(prev, x, hidden[:1], gru_step)  # s'_t (B, 1, H), (1, B, H)
         ctx, attn = self.attention(query, memory)  # (B, 1, M), (B, 1, S)

@@ -335,13 +335,14 @@ def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_search_under_bf16_steps_through_the_float32_table_too() -> None:
-    """bf16 search uses the same float32 input-gate table (cpu_step.py): its step stays as close to the fp32
-    step as nn.GRU's own bf16 autocast step is, and the table is not recomputed in bfloat16."""
+@pytest.mark.parametrize("attention", ["luong", "cgru:bahdanau"])
+def test_search_under_bf16_steps_through_the_float32_table_too(attention: str) -> None:
+    """bf16 search uses the same float32 input-gate table (cpu_step.py; the cGRU's GRU_1 too): its step stays as
+    close to the fp32 step as nn.GRU's own bf16 autocast step is, and the table is not recomputed in bfloat16."""
     from seq2seq.inference.cpu_step import table_step
     from seq2seq.inference.ensemble import Ensemble
 
-    m = model("luong").eval()
+    m = model(attention).eval()
     src, lens = source(LENS)
     prev = torch.randint(1, V_TGT, (3, 1))
     with torch.no_grad():

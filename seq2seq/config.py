@@ -42,6 +42,7 @@ def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 ATTENTION_CHOICES = ("luong", "bahdanau", "none")
+DECODER_CHOICES = ("gru", "cgru")
 
 
 @dataclass
@@ -50,7 +51,9 @@ class ModelConfig:
 
     input_size is the embedding size (the GRU's input_size); dropout acts on embeddings, between
     stacked GRU layers and on the readout; decoder_hidden_size None = D * hidden_size (D = 2 when
-    bidirectional), decoder_num_layers None = num_layers.
+    bidirectional), decoder_num_layers None = num_layers. decoder picks the decoder's wiring (gru: one GRU,
+    attention after it for luong, before it for bahdanau; cgru: the conditional GRU, model/decoder.py),
+    attention the score (cgru uses it between its GRUs, so it needs one).
     """
     input_size: int = 256                     # embedding size: the encoder GRU's input_size (and the decoder's)
     hidden_size: int = 256                    # encoder GRU units per direction (H)
@@ -61,6 +64,7 @@ class ModelConfig:
     decoder_hidden_size: int | None = None    # null: D * hidden_size
     decoder_num_layers: int | None = None     # null: num_layers
     attention: str = "luong"                  # luong | bahdanau | none (only the bridged h_n carries the source)
+    decoder: str = "gru"                      # gru (one GRU, wired by model.attention) | cgru (conditional GRU; needs attention)
     tie_embeddings: bool = True               # source and target share one embedding (needs a joint vocabulary)
     tie_output: bool = True                   # the output projection shares the target embedding
     layer_norm: bool = False                  # layer-normalised GRU gates, encoder and decoder (model/gru.py)
@@ -74,6 +78,10 @@ class ModelConfig:
         for key in ("bias", "bidirectional", "tie_embeddings", "tie_output", "layer_norm"):
             check_flag(f"model.{key}", getattr(self, key))
         check_choice("model.attention", self.attention, ATTENTION_CHOICES)
+        check_choice("model.decoder", self.decoder, DECODER_CHOICES)
+        if self.decoder == "cgru" and self.attention == "none":
+            raise ConfigError("model.decoder=cgru queries attention between its two GRUs: set model.attention "
+                              "to luong or bahdanau (the score it uses), got none")
 
     @property
     def directions(self) -> int:

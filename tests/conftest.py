@@ -76,6 +76,16 @@ def one_line_error(capfd, *names: str) -> str:
     return err
 
 
+WIRINGS = ["luong", "bahdanau", "none", "cgru:luong", "cgru:bahdanau"]  # every decoder wiring the tests run
+
+
+def wiring(name: str) -> dict[str, str]:
+    """A wiring of WIRINGS as ModelConfig keys: "luong" -> {attention: luong}, "cgru:bahdanau" -> {decoder: cgru,
+    attention: bahdanau}."""
+    decoder, _, attention = name.rpartition(":")
+    return {"attention": attention, "decoder": decoder or "gru"}
+
+
 def random_source(lens: list[int], vocab: int, seed: int = 0, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids (1..vocab-1) right-padded with `pad`: src (B, S), src_lens (B,)."""
     g = torch.Generator().manual_seed(seed)
@@ -100,15 +110,16 @@ def tiny_tokenizer(vocab_size: int):
                            vocab_size=vocab_size)
 
 
-def tiny_model_file(path: Path, vocab_size: int = 500) -> Path:
-    """An untrained 16-unit model in a real model file: enough to test everything but quality."""
+def tiny_model_file(path: Path, vocab_size: int = 500, overrides: tuple[str, ...] = ()) -> Path:
+    """An untrained 16-unit model in a real model file: enough to test everything but quality; overrides:
+    train.yaml's, e.g. ("model=gru_cgru",)."""
     from seq2seq import modelfile
     from seq2seq.config import ModelConfig
     from seq2seq.data.tokenizer import PAD
     from seq2seq.model import EncoderDecoder
 
     tokenizer = tiny_tokenizer(vocab_size)
-    model_cfg = OmegaConf.to_container(compose_config("train", ["model.input_size=16", "model.hidden_size=16"]).model)
+    model_cfg = OmegaConf.to_container(compose_config("train", ["model.input_size=16", "model.hidden_size=16", *overrides]).model)
     torch.manual_seed(0)
     model = EncoderDecoder(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, PAD, ModelConfig(**model_cfg))
     modelfile.save(path, model_cfg, model.state_dict(), tokenizer.state(), {"beam_size": 2, "alpha": 1.0, "max_len": 20})

@@ -4,7 +4,7 @@ import re
 import pytest
 import torch
 
-from conftest import random_source
+from conftest import WIRINGS, random_source, wiring
 from seq2seq.config import ModelConfig
 from seq2seq.model import EncoderDecoder
 from seq2seq.model.bridge import Bridge
@@ -81,12 +81,13 @@ def test_bridge_keeps_sentences_apart() -> None:
 
 
 def model(attention: str, **kwargs) -> EncoderDecoder:
+    """A small model of one of WIRINGS ("luong", "cgru:bahdanau", ...)."""
     torch.manual_seed(0)
     options = {"input_size": 8, "hidden_size": 6, "dropout": 0.0, "tie_embeddings": False, **kwargs}
-    return EncoderDecoder(V_SRC, V_TGT, PAD, ModelConfig(attention=attention, **options)).eval()
+    return EncoderDecoder(V_SRC, V_TGT, PAD, ModelConfig(**wiring(attention), **options)).eval()
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("layers, dec_layers, dec_hidden, bidirectional",
                          [(1, None, None, True), (2, 3, 10, True), (3, 1, 4, False)])
 def test_decoder_shapes(attention: str, layers: int, dec_layers: int | None, dec_hidden: int | None,
@@ -108,7 +109,7 @@ def test_decoder_shapes(attention: str, layers: int, dec_layers: int | None, dec
     torch.testing.assert_close(m(src, lens, tgt_in), logits)
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+@pytest.mark.parametrize("attention", [w for w in WIRINGS if w != "none"])
 def test_attention_is_a_distribution_over_real_tokens(attention: str) -> None:
     m = model(attention)
     src, lens = source(LENS)
@@ -119,7 +120,7 @@ def test_attention_is_a_distribution_over_real_tokens(attention: str) -> None:
         assert torch.all(attn[i, :, n:] == 0) and torch.all(attn[i, :, :n] > 0)
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_decoding_step_by_step_equals_teacher_forcing(attention: str) -> None:
     """Search feeds one token at a time with the returned state; it must see what training sees."""
     m = model(attention, num_layers=2)
@@ -134,7 +135,7 @@ def test_decoding_step_by_step_equals_teacher_forcing(attention: str) -> None:
     torch.testing.assert_close(torch.cat(steps, 1), whole)
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+@pytest.mark.parametrize("attention", [w for w in WIRINGS if w != "none"])
 def test_a_beams_rows_share_their_sentences_memory_row(attention: str) -> None:
     """K decoder rows per sentence over one memory row each decode as over K copies of that row."""
     m, k = model(attention, num_layers=2), 3
@@ -149,7 +150,7 @@ def test_a_beams_rows_share_their_sentences_memory_row(attention: str) -> None:
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_the_logits_of_some_rows_are_those_rows_of_all_logits(attention: str) -> None:
     m = model(attention)
     src, lens = source(LENS)
@@ -162,12 +163,14 @@ def test_the_logits_of_some_rows_are_those_rows_of_all_logits(attention: str) ->
 
 
 @pytest.mark.parametrize("layers, bias", [(1, True), (2, True), (2, False)])
-def test_search_steps_the_gru_as_nn_gru_does(layers: int, bias: bool) -> None:
+@pytest.mark.parametrize("attention", ["luong", "cgru:bahdanau"])
+def test_search_steps_the_gru_as_nn_gru_does(attention: str, layers: int, bias: bool) -> None:
     """Without gradients on CPU search looks the first-layer input gates up in a table (inference/cpu_step.py):
-    the same logits and state as nn.GRU's step, also after the weights have changed (training goes on)."""
+    the same logits and state as nn.GRU's step, also after the weights have changed (training goes on).
+    The cGRU's GRU_1 reads only the previous piece too: the table steps it, GRU_2 runs as it is."""
     from seq2seq.inference.ensemble import Ensemble
 
-    m = model("luong", num_layers=layers, bias=bias)
+    m = model(attention, num_layers=layers, bias=bias)
     src, lens = source(LENS)
     prev, calls = torch.randint(1, V_TGT, (3, 1)), []
     m.decoder.rnn.register_forward_hook(lambda *args: calls.append(1))
@@ -186,10 +189,105 @@ def test_search_steps_the_gru_as_nn_gru_does(layers: int, bias: bool) -> None:
 
 
 @pytest.mark.parametrize("key, value", [("dropout", 1.5), ("hidden_size", 0), ("num_layers", -1),
-                                        ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes")])
+                                        ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes"),
+                                        ("decoder", "lstm")])
 def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:
     with pytest.raises(ValueError, match=rf"model\.{key}\b.*{re.escape(repr(value))}"):
         ModelConfig(**{key: value})
+
+
+def test_a_conditional_gru_needs_attention() -> None:
+    with pytest.raises(ValueError, match=r"model\.decoder=cgru .*model\.attention.*got none"):
+        ModelConfig(decoder="cgru", attention="none")
+
+
+def _cell(rnn: torch.nn.GRU, layer: int) -> torch.nn.GRUCell:
+    """Layer `layer` of a GRU as a plain nn.GRUCell with its weights."""
+    cell = torch.nn.GRUCell(getattr(rnn, f"weight_ih_l{layer}").size(1), rnn.hidden_size)
+    cell.load_state_dict({name: getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    return cell
+
+
+@pytest.mark.parametrize("attention", ["cgru:luong", "cgru:bahdanau"])
+def test_the_conditional_gru_follows_its_equations(attention: str) -> None:
+    """s'_t = GRU_1(E y_(t-1), s_(t-1)); c_t = attention(s'_t); s_t = GRU_2(c_t, s'_t), its layer 1 stacked
+    above; logits from tanh(W [s^1_t; c_t]) — here with nn.GRUCells on the decoder's weights, step by step."""
+    m = model(attention, num_layers=2)
+    d, (src, lens) = m.decoder, source(LENS)
+    memory, h_0 = m.encode(src, lens)
+    tgt_in = torch.randint(1, V_TGT, (3, 4))
+    logits, hidden, attn = d(tgt_in, h_0, memory)
+    first, second, above = _cell(d.rnn, 0), _cell(d.context_rnn, 0), _cell(d.context_rnn, 1)
+    s, expected_logits, expected_attn = list(h_0), [], []
+    for t in range(4):
+        query = first(d.embed(tgt_in[:, t]), s[0])  # s'_t (B, H)
+        ctx, weights = d.attention(query.unsqueeze(1), memory)
+        s[0] = second(ctx[:, 0], query)
+        s[1] = above(s[0], s[1])
+        expected_logits.append(d.output(torch.tanh(d.readout(torch.cat([s[1], ctx[:, 0]], -1)))))
+        expected_attn.append(weights[:, 0])
+    torch.testing.assert_close(logits, torch.stack(expected_logits, 1))
+    torch.testing.assert_close(attn, torch.stack(expected_attn, 1))
+    torch.testing.assert_close(hidden, torch.stack(s))
+
+
+class DecoderLogits(torch.nn.Module):
+    """A decoder as a function of memory values (B, S, M) and h_0 (L, B, H): the logits of one target batch."""
+
+    def __init__(self, decoder: torch.nn.Module, tgt_in: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.decoder, self.tgt_in, self.mask = decoder, tgt_in, mask
+
+    def forward(self, values: torch.Tensor, h_0: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.tgt_in, h_0, self.decoder.memory(values, self.mask))[0]
+
+
+@pytest.mark.parametrize("attention, layer_norm", [("cgru:bahdanau", False), ("cgru:bahdanau", True),
+                                                   ("cgru:luong", True)])
+def test_conditional_gru_gradients_match_finite_differences(attention: str, layer_norm: bool) -> None:
+    """torch.autograd.gradcheck in float64 of the decoder's logits with respect to every decoder parameter,
+    the memory and h_0, on a tiny two-layer instance (layer_norm: gru.py's own, layer-normalised path)."""
+    from torch.func import functional_call
+
+    torch.manual_seed(0)
+    m = EncoderDecoder(7, 7, PAD, ModelConfig(**wiring(attention), input_size=3, hidden_size=2, decoder_num_layers=2,
+                                              dropout=0.0, tie_embeddings=False, tie_output=False,
+                                              layer_norm=layer_norm)).double().eval()
+    f = DecoderLogits(m.decoder, torch.tensor([[1, 4, 6], [2, 5, 3]]), torch.tensor([[True, True, True], [True, True, False]]))
+    names = [name for name, _ in f.named_parameters()]
+
+    def logits(values: torch.Tensor, h_0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return functional_call(f, dict(zip(names, params)), (values, h_0))
+
+    inputs = (torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 2, 4, dtype=torch.float64).tanh(),
+              *(p.detach().clone() for p in f.parameters()))
+    for x in inputs:
+        x.requires_grad_(True)
+    assert len(names) >= 14 + 8 * layer_norm and "decoder.context_rnn.weight_ih_l1" in names
+    assert torch.autograd.gradcheck(logits, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("attention", WIRINGS)
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_training_under_bf16_autocast_follows_fp32(attention: str, layer_norm: bool) -> None:
+    """CPU training as bf16-mixed runs it (forward under autocast: gru.py's own recurrence in every GRU;
+    backward after it): the loss within 2% of fp32's, the gradient pointing the same way (cosine > 0.99)."""
+    m = model(attention, num_layers=2, layer_norm=layer_norm).train()
+    src, lens = source(LENS)
+    tgt = torch.randint(1, V_TGT, (3, 6))
+
+    def loss_and_gradient(dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            logits = m(src, lens, tgt[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    loss, gradient = loss_and_gradient(None)
+    loss_bf16, gradient_bf16 = loss_and_gradient(torch.bfloat16)
+    assert abs(loss_bf16 - loss) < 0.02 * loss
+    assert torch.cosine_similarity(gradient, gradient_bf16, 0) > 0.99 and not torch.equal(gradient, gradient_bf16)
 
 
 def test_tied_embeddings_need_one_vocabulary() -> None:
@@ -237,13 +335,14 @@ def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_search_under_bf16_steps_through_the_float32_table_too() -> None:
-    """bf16 search uses the same float32 input-gate table (cpu_step.py): its step stays as close to the fp32
-    step as nn.GRU's own bf16 autocast step is, and the table is not recomputed in bfloat16."""
+@pytest.mark.parametrize("attention", ["luong", "cgru:bahdanau"])
+def test_search_under_bf16_steps_through_the_float32_table_too(attention: str) -> None:
+    """bf16 search uses the same float32 input-gate table (cpu_step.py; the cGRU's GRU_1 too): its step stays as
+    close to the fp32 step as nn.GRU's own bf16 autocast step is, and the table is not recomputed in bfloat16."""
     from seq2seq.inference.cpu_step import table_step
     from seq2seq.inference.ensemble import Ensemble
 
-    m = model("luong").eval()
+    m = model(attention).eval()
     src, lens = source(LENS)
     prev = torch.randint(1, V_TGT, (3, 1))
     with torch.no_grad():

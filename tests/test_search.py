@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import search_reference
-from conftest import random_source
+from conftest import WIRINGS, random_source, wiring
 from seq2seq.config import ConfigError, DecodingConfig, ModelConfig
 from seq2seq.data.tokenizer import BOS, EOS, PAD
 from seq2seq.inference.ensemble import Ensemble
@@ -14,20 +14,23 @@ from seq2seq.model import EncoderDecoder
 
 VOCAB = 17
 LENS = [6, 1, 9, 3, 4]
-ATTENTIONS = ["luong", "bahdanau", "none"]
 SEEDS = [0, 1, 2]
 
 
-def random_model(attention: str, seed: int = 0, eos_bias: float = 1.0) -> EncoderDecoder:
-    """A small untrained model. Its weights are scaled up so that its outputs depend on the source
-    and it ends sentences at varied lengths (at init it would repeat one token up to every limit)."""
+EOS_BIAS = {"cgru:luong": 2.0}  # else 1.0: where each wiring's random models end at varied lengths (guarded below)
+
+
+def random_model(attention: str, seed: int = 0, eos_bias: float | None = None) -> EncoderDecoder:
+    """A small untrained model of one of WIRINGS ("luong", "cgru:bahdanau", ...). Its weights are scaled up so
+    that its outputs depend on the source, and its EOS bias raised so that it ends sentences at varied lengths
+    (at init it would repeat one token up to every limit)."""
     torch.manual_seed(seed)
     m = EncoderDecoder(VOCAB, VOCAB, PAD, ModelConfig(input_size=8, hidden_size=8, num_layers=2, dropout=0.0,
-                                                      attention=attention, tie_embeddings=False, tie_output=False)).eval()
+                                                      **wiring(attention), tie_embeddings=False, tie_output=False)).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.mul_(3)
-        m.decoder.output.bias[EOS] += eos_bias
+        m.decoder.output.bias[EOS] += EOS_BIAS.get(attention, 1.0) if eos_bias is None else eos_bias
     return m
 
 
@@ -47,7 +50,7 @@ def assert_well_formed(tokens: torch.Tensor, limits: torch.Tensor) -> None:
         assert end <= limit and all(t == PAD for t in row[end + 1 :]), (row, limit)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_beam_of_one_is_greedy(attention: str, seed: int) -> None:
     m, (src, lens) = random_model(attention, seed), batch(seed)
@@ -63,7 +66,7 @@ def test_beam_of_one_is_greedy(attention: str, seed: int) -> None:
         torch.testing.assert_close(g_attn, b_attn)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
     """Guards the tests above and below: their subjects neither stop at once nor always hit the limit."""
     lengths = set()
@@ -76,7 +79,7 @@ def test_random_models_end_sentences_at_varied_lengths(attention: str) -> None:
     assert len({n for n, _ in lengths}) >= 4 and any(n > 0 and not at_limit for n, at_limit in lengths), lengths
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_batched_beam_search_equals_one_sentence_at_a_time(attention: str, seed: int, alpha: float) -> None:
@@ -121,7 +124,7 @@ def test_length_penalty_values() -> None:
     torch.testing.assert_close(length_penalty(lengths, 2.0), torch.tensor([1.0, 8 / 6, 16 / 6, 5.0]) ** 2)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_alpha_acts_only_through_lengths(attention: str) -> None:
     """When every hypothesis has the same length (EOS never chosen) alpha cannot change the result."""
     m, (src, lens) = random_model(attention, eos_bias=-1e4), batch()
@@ -130,7 +133,7 @@ def test_alpha_acts_only_through_lengths(attention: str) -> None:
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_length_penalty_ranks_finished_hypotheses(attention: str) -> None:
     """With one output token allowed and beam = vocabulary, the search is exhaustive: it must return
     argmax log p(y) / ((5 + |y|) / 6) ** alpha over y = [EOS] and every [w, EOS] (w not PAD or BOS),
@@ -194,7 +197,7 @@ def assert_same_search(new: tuple, old: tuple) -> None:
             torch.testing.assert_close(a[:steps], ref_a[:steps], msg=f"sentence {row}")
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_greedy_returns_what_the_search_that_keeps_every_sentence_returned(attention: str, seed: int) -> None:
     m, (src, lens) = random_model(attention, seed), varied_batch(seed)
@@ -229,7 +232,7 @@ def test_greedy_over_a_large_vocabulary_returns_what_the_reference_returned() ->
                        search_reference.greedy(m, src, lens, limits, bos=BOS, eos=EOS))
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("beam_size", [2, 5])
 def test_beam_search_returns_what_the_search_that_keeps_every_sentence_returned(attention: str, seed: int,
@@ -243,7 +246,7 @@ def test_beam_search_returns_what_the_search_that_keeps_every_sentence_returned(
         assert_same_search(new.best(), old)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_ended_hypotheses_get_no_output_projection(attention: str) -> None:
     """Every live row goes through the decoder's readout each step; only the rows whose hypotheses go on
     go through the output projection (most of a step's arithmetic), with the same hypotheses as before."""
@@ -264,7 +267,7 @@ def test_ended_hypotheses_get_no_output_projection(attention: str) -> None:
 def test_sentences_finish_at_many_steps_in_the_reference_batches() -> None:
     """Guards the two tests above: their batches do shrink during the search, many times."""
     ends = set()
-    for attention in ATTENTIONS:
+    for attention in WIRINGS:
         for seed in SEEDS:
             m, (src, lens) = random_model(attention, seed), varied_batch(seed)
             tokens, _ = greedy(m, src, lens, output_limits(lens, 12), bos=BOS, eos=EOS).best()
@@ -280,7 +283,7 @@ def teacher_forced_score(m: EncoderDecoder, src: torch.Tensor, lens: torch.Tenso
     return float(logp.gather(1, target.T).sum() / length_penalty(torch.tensor(len(ids) + 1), alpha))
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_n_best_lists(attention: str, alpha: float) -> None:
     """The first of n_best hypotheses is the beam's output; scores are non-increasing, distinct hypotheses,
@@ -313,7 +316,7 @@ def test_n_best_above_beam_size_is_refused() -> None:
         DecodingConfig(beam_size=5, n_best=6)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_an_ensemble_of_one_model_listed_twice_is_that_model(attention: str) -> None:
     m, (src, lens) = random_model(attention, 0), varied_batch(0)
     twice = Ensemble([m, m])
@@ -328,22 +331,22 @@ def test_an_ensemble_of_one_model_listed_twice_is_that_model(attention: str) -> 
 
 
 def test_an_ensemble_averages_log_probabilities() -> None:
-    """Two different models: the ensemble's first-step choice is the argmax of their mean log_softmax,
-    and it differs from at least one member's own choice somewhere (else the test shows little)."""
-    a, b = random_model("luong", 0), random_model("bahdanau", 1)
+    """Three different models (luong, bahdanau, cgru): the ensemble's first-step choice is the argmax of their
+    mean log_softmax, and it differs from at least one member's own choice somewhere (else the test shows little)."""
+    members = [random_model("luong", 0), random_model("bahdanau", 1), random_model("cgru:bahdanau", 2)]
     src, lens = varied_batch(3)
     firsts = []
-    for model in (a, b):
+    for model in members:
         memory, hidden = model.encode(src, lens)
         with torch.no_grad():
             logits, _, _ = model.decoder(torch.full((len(lens), 1), BOS), hidden, memory)
         firsts.append(torch.log_softmax(logits[:, 0], -1))
-    mean = (firsts[0] + firsts[1]) / 2
+    mean = torch.stack(firsts).mean(0)
     mean[:, [PAD, BOS]] = float("-inf")
     limits = output_limits(lens, 12)
-    out = greedy(Ensemble([a, b]), src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0]
+    out = greedy(Ensemble(members), src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0]
     assert torch.equal(out, mean.argmax(1))
-    singles = [greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0] for m in (a, b)]
+    singles = [greedy(m, src, lens, limits, bos=BOS, eos=EOS).tokens[:, 0, 0] for m in members]
     assert not all(torch.equal(out, s) for s in singles)
 
 
@@ -355,7 +358,7 @@ def prefix_tensor(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_forcing_the_start_of_the_greedy_output_changes_nothing(attention: str, ensemble: bool) -> None:
     """Greedy search forced to begin with the first two pieces of its own output returns that output and score."""
@@ -370,7 +373,7 @@ def test_forcing_the_start_of_the_greedy_output_changes_nothing(attention: str, 
     torch.testing.assert_close(forced.scores, free.scores)
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 def test_forced_pieces_begin_every_hypothesis_and_count_in_its_score(attention: str) -> None:
     """Beam search with per-sentence prefixes (one sentence has none): every n-best hypothesis begins with its
     sentence's prefix, scores are the teacher-forced log-probabilities of the whole output (prefix included),
@@ -419,7 +422,7 @@ def sample(m, src, lens, limits, how: Sampling, seeds: list[int]) -> torch.Tenso
     return greedy(m, src, lens, limits, bos=BOS, eos=EOS, sampler=sampler).tokens[:, 0]
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("attention", WIRINGS)
 @pytest.mark.parametrize("how", [sampling("top_k", temperature=1e-6), sampling("top_p", temperature=1e-6),
                                  sampling("top_k", top_k=1, temperature=5.0)])
 def test_sampling_at_temperature_near_zero_or_from_one_piece_is_greedy(attention: str, how: Sampling) -> None:

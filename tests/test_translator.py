@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import MULTI30K, ROOT, one_line_error, run_script, script_env, tiny_model_file
+from conftest import MULTI30K, ROOT, one_line_error, random_source, run_script, script_env, tiny_model_file
+from seq2seq import modelfile
 from seq2seq.data.sources import read_lines
 from seq2seq.inference.translator import Hypothesis, Translator
 
@@ -83,6 +85,45 @@ def test_ensemble_members_must_share_the_tokenizer(model_file, workdir, capfd) -
 def test_bad_inference_settings_are_one_error_line(model_file, workdir, capfd, override, named) -> None:
     assert run_script("translate", f"model_file={model_file}", "input=in.en", "output=out.de", override) == 2
     one_line_error(capfd, named)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_a_conditional_gru_model_file_holds_the_whole_model(tmp_path, layer_norm: bool) -> None:
+    """model=gru_cgru in a model file (weights_only: plain data), copied away from where it was written: it
+    loads as the config it was trained with, every weight as saved (GRU_2's and layer norm's too)."""
+    written = tiny_model_file(tmp_path / "written.pt", overrides=("model=gru_cgru", f"model.layer_norm={layer_norm}"))
+    stored = torch.load(written, weights_only=True)
+    moved = tmp_path / "elsewhere" / "model.pt"
+    moved.parent.mkdir()
+    written.rename(moved)
+    model, tokenizer, _ = modelfile.load_model(moved)
+    assert stored["model"]["decoder"] == "cgru" and model.config.decoder == "cgru" and model.decoder.conditional
+    assert model.config.layer_norm is layer_norm and ("decoder.context_rnn.ln_gain_ih_l0" in stored["state_dict"]) is layer_norm
+    assert model.state_dict().keys() == stored["state_dict"].keys()
+    for key, value in stored["state_dict"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    src, lens = random_source([4, 2], tokenizer.src_vocab_size)
+    assert model(src, lens, src).shape == (2, 4, tokenizer.tgt_vocab_size)
+
+
+def test_a_conditional_gru_translates_in_every_numerics_and_in_ensembles(model_file, workdir, capfd) -> None:
+    """fp32, bf16, int8 and ensembles (with itself: as it alone; with a Luong model) through translate.py;
+    layer-normalised, int8 is refused with one error line (torch.ao converts nn.GRU's products only)."""
+    cgru = tiny_model_file(workdir / "cgru.pt", overrides=("model=gru_cgru",))
+    outputs = {}
+    for name, options in {"fp32": [], "bf16": ["precision=bf16"], "int8": ["quantize=int8"],
+                          "twice": [], "mixed": []}.items():
+        files = {"twice": f"[{cgru},{cgru}]", "mixed": f"[{cgru},{model_file}]"}.get(name, str(cgru))
+        assert run_script("translate", f"model_file={files}", "input=in.en", f"output={name}.de", "beam_size=3",
+                          *options) == 0
+        outputs[name] = (workdir / f"{name}.de").read_text(encoding="utf-8").splitlines()
+        assert len(outputs[name]) == len(LINES) and all(bool(a) == bool(b) for a, b in zip(outputs[name], LINES))
+    assert outputs["twice"] == outputs["fp32"]
+    capfd.readouterr()
+    normalised = tiny_model_file(workdir / "cgru_ln.pt", overrides=("model=gru_cgru", "model.layer_norm=true"))
+    assert run_script("translate", f"model_file={normalised}", "input=in.en", "output=out.de", "quantize=int8") == 2
+    one_line_error(capfd, "quantize=int8", "model.layer_norm=true")
+    assert not (workdir / "out.de").exists()
 
 
 @pytest.mark.slow

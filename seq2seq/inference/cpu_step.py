@@ -1,4 +1,4 @@
-"""Search's decoder GRU step on CPU (luong and no attention): the first layer's input gates
+"""Search's decoder GRU step on CPU (luong, no attention, the cGRU's GRU_1): the first layer's input gates
 W_ih e + b_ih of every target piece are one float32 (V, 3H) table, computed once for the current weights,
 so a step looks its rows up instead of multiplying (B, E) x (E, 3H); the rest is the arithmetic of ATen's
 GRU cell, op for op, so in fp32 the step gives nn.GRU's outputs. Under bf16 autocast the products left

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seq2seq.model.gru import state_dtype
+
 
 @dataclass
 class Memory:
@@ -65,7 +67,7 @@ def _per_sentence(query: torch.Tensor, memory: Memory) -> torch.Tensor:
 def _attend(scores: torch.Tensor, memory: Memory, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (B, K*T, S) -> context (B*K, T, M), weights (B*K, T, S); shape = (B*K, T)."""
     scores = scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(memory.values.dtype)  # (B, K*T, S)
+    weights = torch.softmax(scores.to(state_dtype(scores.dtype)), dim=-1).to(memory.values.dtype)  # (B, K*T, S), float32 at least
     context = torch.bmm(weights, memory.values)  # (B, K*T, M)
     return context.view(*shape, -1), weights.view(*shape, -1)
 

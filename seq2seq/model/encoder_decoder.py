@@ -10,7 +10,7 @@ from seq2seq.model.encoder import Encoder
 
 
 class EncoderDecoder(nn.Module):
-    """Bidirectional-GRU encoder, bridge, GRU decoder with optional attention.
+    """Bidirectional-GRU encoder, bridge, GRU or conditional-GRU decoder with optional attention.
 
     The nn.GRU knobs of `config` (input_size = embedding size, hidden_size, num_layers, dropout, bias,
     bidirectional) configure the encoder; the decoder shares them except where its own keys are set.
@@ -28,7 +28,8 @@ class EncoderDecoder(nn.Module):
         self.bridge = Bridge(c.num_layers, c.directions, c.hidden_size, c.decoder_layers, c.decoder_hidden)
         self.decoder = Decoder(tgt_vocab, c.input_size, c.decoder_hidden, c.decoder_layers, c.dropout, c.bias,
                                pad_id, self.encoder.output_size, c.attention,
-                               readout_size=c.input_size if c.tie_output else c.decoder_hidden, layer_norm=c.layer_norm)
+                               readout_size=c.input_size if c.tie_output else c.decoder_hidden, layer_norm=c.layer_norm,
+                               conditional=c.decoder == "cgru")
         if c.tie_embeddings:
             self.decoder.embed.weight = self.encoder.embed.weight
         if c.tie_output:

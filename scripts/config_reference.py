@@ -154,7 +154,8 @@ def reference() -> str:
             "(translate.py, evaluate.py model_file=..., serve.py) and of `Translator.load`; null = the model file's.",
             dataclass_rows(config.TranslatorConfig))
     for title, cls in (("scripts/translate.py", config.TranslateConfig), ("scripts/evaluate.py", config.EvaluateConfig),
-                       ("scripts/serve.py", config.ServeConfig), ("scripts/validate.py", config.ValidateConfig)):
+                       ("scripts/serve.py", config.ServeConfig), ("scripts/validate.py", config.ValidateConfig),
+                       ("scripts/export.py", config.ExportConfig)):
         inherited = " Also the translator options above." if issubclass(cls, config.TranslatorConfig) else ""
         section(title, f"`{cls.__name__}`.{inherited}", dataclass_rows(cls, own_only=True))
     return "\n".join(parts)

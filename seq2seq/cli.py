@@ -17,9 +17,10 @@ from typing import TextIO
 from seq2seq.atomic_files import RunError, atomic_text
 from seq2seq.config import ConfigError
 from seq2seq.data.sources import DataError, iter_lines, open_text
+from seq2seq.inference.onnx_runtime import OnnxFolderError
 from seq2seq.modelfile import ModelFileError
 
-USER_ERRORS = (ConfigError, DataError, ModelFileError, RunError)
+USER_ERRORS = (ConfigError, DataError, ModelFileError, OnnxFolderError, RunError)
 
 
 def fail(message: str) -> None:

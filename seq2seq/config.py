@@ -230,6 +230,7 @@ class ValidateConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+BACKENDS = ("torch", "onnx")
 QUANTIZE = ("none", "int8")
 SAMPLING = ("top_k", "top_p")
 
@@ -260,6 +261,7 @@ class TranslatorConfig:
     top_p: float = 0.9                        # sampling=top_p: among the fewest most probable pieces whose probability reaches p
     temperature: float = 1.0                  # sampling: divides the log-probabilities (< 1 sharper, > 1 flatter)
     sampling_seed: int = 0                    # sampling: with the line's text, seeds its draws (the same line, the same sample)
+    backend: str = "torch"                    # torch | onnx: model_file is the folder scripts/export.py wrote (no torch)
 
     def __post_init__(self) -> None:
         paths = list(self.model_file) if isinstance(self.model_file, (list, tuple)) else [self.model_file]
@@ -275,6 +277,9 @@ class TranslatorConfig:
                               f"precision={self.precision}")
         check_int("max_source_len", self.max_source_len)
         check_int("max_tokens", self.max_tokens)
+        check_choice("backend", self.backend, BACKENDS)
+        if self.backend == "onnx":
+            self._check_onnx(paths)
         if self.sampling is not None:
             check_choice("sampling", self.sampling, SAMPLING)
         check_int("top_k", self.top_k)
@@ -282,6 +287,18 @@ class TranslatorConfig:
         check_number("temperature", self.temperature, lambda x: x > 0, "> 0")
         check_int("sampling_seed", self.sampling_seed, low=0)
         check_sampling_search(self.sampling, self.beam_size, self.n_best)
+
+    def _check_onnx(self, paths: list) -> None:
+        """What the ONNX runtime (seq2seq/inference/onnx_runtime.py) does not do: one error naming the setting."""
+        unsupported = [(len(paths) > 1, "model_file: an ensemble (a list of model files)"),
+                       (self.quantize != "none", f"quantize={self.quantize}"),
+                       (self.precision != "fp32", f"precision={self.precision}"),
+                       (self.sampling is not None, f"sampling={self.sampling}"),
+                       (self.device != "cpu", f"device={self.device}")]
+        for bad, what in unsupported:
+            if bad:
+                raise ConfigError(f"backend=onnx translates one exported model in fp32 on the CPU, without sampling: "
+                                  f"{what} needs backend=torch")
 
     @classmethod
     def options(cls, cfg: Any) -> dict:
@@ -312,6 +329,27 @@ class TranslateConfig(TranslatorConfig):
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in numbers):
             raise ConfigError(f"attention_lines must be input line numbers >= 1, e.g. [1,3]; got {lines}")
         self.attention_lines = numbers
+
+
+EXPORT_FORMATS = ("onnx",)
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: scripts/export.py writes a model file as a folder that runs without torch."""
+    model_file: str = MISSING                 # model file (model.pt) or checkpoint (*.ckpt) to export
+    format: str = "onnx"                      # onnx: encoder and one-step decoder graphs (seq2seq/inference/onnx_export.py)
+    out: str = MISSING                        # the folder to write (replaced only when the new one has passed its check)
+    check_input: str | None = None            # source lines the check translates; null: a built-in set of English captions
+    check_lines: int = 64                     # how many of them
+    tolerance: float = 1.0e-4                 # largest |ONNX - PyTorch| allowed in states, attention and log-probabilities
+    opset: int = 17                           # ONNX opset of the graphs
+
+    def __post_init__(self) -> None:
+        check_choice("format", self.format, EXPORT_FORMATS)
+        check_int("check_lines", self.check_lines)
+        check_number("tolerance", self.tolerance, lambda x: x > 0, "> 0")
+        check_int("opset", self.opset, low=14)
 
 
 METRICS = ("bleu", "bleu_lit", "chrf", "ter")
@@ -418,7 +456,7 @@ def register() -> None:
     store.store(group="optim", name="base", node=OptimConfig)
     store.store(group="data/subword_sampling", name="base", node=SubwordSamplingConfig)  # conf/data/multi30k.yaml
     for name, node in (("train", TrainConfig), ("validate", ValidateConfig), ("translate", TranslateConfig),
-                       ("evaluate", EvaluateConfig), ("serve", ServeConfig)):
+                       ("evaluate", EvaluateConfig), ("serve", ServeConfig), ("export", ExportConfig)):
         store.store(name=f"{name}_schema", node=node)  # conf/<name>.yaml lists it first in its defaults
 
 

@@ -9,15 +9,12 @@
 
 Every entry point (translate.py, evaluate.py, serve.py, this API) decodes through this class.
 """
-import copy
-import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import islice, repeat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm import tqdm
 
 from seq2seq import modelfile
 from seq2seq.config import ConfigError, DecodingConfig, TranslatorConfig
@@ -25,12 +22,13 @@ from seq2seq.data.batching import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.inference import numerics
 from seq2seq.inference.ensemble import Ensemble, as_ensemble
+from seq2seq.inference.lines import Hypothesis, LineTranslator
 from seq2seq.inference.sampling import Sampling, line_seed
 from seq2seq.inference.search import Hypotheses, decode, strip
 from seq2seq.model import EncoderDecoder
 
-log = logging.getLogger(__name__)
-
+if TYPE_CHECKING:
+    from seq2seq.inference.onnx_runtime import OnnxTranslator
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the space before a word, kept at the start of its first piece
 
@@ -94,14 +92,6 @@ class Alignment:
 
 
 @dataclass
-class Hypothesis:
-    """One translation and its score: log-probability / ((5 + pieces) / 6) ** alpha, pieces counting EOS. With a
-    forced prefix the pieces are the whole output: the score includes the prefix pieces' log-probabilities."""
-    text: str
-    score: float
-
-
-@dataclass
 class AlignedHypothesis(Hypothesis):
     """A hypothesis with the attention of the search that produced it (translate_n_best(..., alignments=True))."""
     alignment: Alignment = field(compare=False, repr=False)
@@ -111,7 +101,7 @@ NO_ATTENTION = ("this model has no attention (model.attention: none): its decode
                 "the encoder's final state, so there are no alignments")
 
 
-class Translator:
+class Translator(LineTranslator):
     """Batched search over a model (or an Ensemble) with its tokenizer. max_source_len: longer inputs are cut
     there (with a warning); max_tokens: source pieces x beam per batch; precision: fp32 or bf16; sampling:
     draw each translation (greedy search's place) instead of searching.
@@ -133,17 +123,23 @@ class Translator:
     @classmethod
     def load(cls, path: str | list[str], beam_size: int | None = None, alpha: float | None = None,
              max_len: int | None = None, n_best: int | None = None, quantize: str | None = None,
-             **options) -> "Translator":
+             **options) -> "Translator | OnnxTranslator":
         """A translator for a model file or checkpoint, or an ensemble of several (one tokenizer); beam_size,
         alpha, max_len, n_best override the (first) file's decoding defaults; quantize="int8" converts
         the GRUs and Linears (numerics.py); options: max_source_len, max_tokens, device, precision, and
-        sampling, top_k, top_p, temperature, sampling_seed (sampling sets beam_size 1 unless given)."""
+        sampling, top_k, top_p, temperature, sampling_seed (sampling sets beam_size 1 unless given); backend="onnx":
+        `path` is an export folder, translated by the torch-free OnnxTranslator (onnx_runtime.py)."""
         paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
         if not paths:
             raise ConfigError("model_file: give a model file, or a list of them for an ensemble")
         options = {k: v for k, v in options.items() if v is not None}
-        checked = TranslatorConfig(paths, beam_size, alpha, max_len, n_best, quantize or "none",
-                                   **options)  # every check before loading
+        checked = TranslatorConfig(paths, beam_size=beam_size, alpha=alpha, max_len=max_len, n_best=n_best,
+                                   quantize=quantize or "none", **options)  # every check before loading
+        if checked.backend == "onnx":  # the torch-free runtime over an export folder (onnx_runtime.py)
+            from seq2seq.inference.onnx_runtime import OnnxTranslator
+
+            return OnnxTranslator.load(paths[0], beam_size, alpha, max_len, n_best,
+                                       max_source_len=checked.max_source_len, max_tokens=checked.max_tokens)
         sampling = None if checked.sampling is None else Sampling(checked.sampling, checked.top_k, checked.top_p,
                                                                   checked.temperature, checked.sampling_seed)
         if sampling is not None and beam_size is None:
@@ -162,57 +158,17 @@ class Translator:
         if beam_size is not None and n_best is None:  # a smaller beam than the file's keeps n_best valid
             decoding = replace(decoding, n_best=min(decoding.n_best, beam_size))
         return cls(Ensemble(models), tokenizer, decoding, sampling=sampling,
-                   **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
+                   **{k: v for k, v in options.items() if k not in (*SAMPLING_KEYS, "backend")})
 
     @classmethod
-    def from_options(cls, cfg: Mapping, **overrides) -> "Translator":
+    def from_options(cls, cfg: Mapping, **overrides) -> "Translator | OnnxTranslator":
         """The translator that a config's TranslatorConfig keys (model_file, beam_size, ...) describe."""
         options = TranslatorConfig.options(cfg) | overrides
         return cls.load(options.pop("model_file"), **options)
 
-    def using(self, **decoding) -> "Translator":
-        """This translator (the same model) with other search settings, e.g. using(beam_size=1)."""
-        other = copy.copy(self)
-        other.decoding = replace(self.decoding, **decoding)
-        return other
-
-    @property
-    def beam_size(self) -> int:
-        return self.decoding.beam_size
-
-    def translate(self, lines: list[str], prefixes: list[str | None] | None = None) -> list[str]:
-        """One translation per line, in order; an empty line gives an empty line."""
-        return [hyps[0].text for hyps in self.translate_n_best(lines, prefixes)]
-
-    def translate_n_best(self, lines: list[str], prefixes: list[str | None] | None = None,
-                         alignments: bool = False) -> list[list[Hypothesis]]:
-        """decoding.n_best hypotheses per line, best first (an empty line: one, empty, score 0); alignments=True
-        gives AlignedHypothesis objects, each with its own Alignment."""
-        if prefixes is not None and len(prefixes) != len(lines):
-            raise ValueError(f"one prefix per line: got {len(prefixes)} prefixes for {len(lines)} lines")
-        return list(self.stream_n_best(lines, total=len(lines), progress=False, prefixes=prefixes,
-                                       alignments=alignments))
-
-    def stream(self, lines: Iterable[str], total: int | None = None, chunk: int = 5000,
-               progress: bool = True, prefixes: Iterable[str | None] | None = None) -> Iterator[str]:
-        """The best translation of each line of an iterable, chunk by chunk, so memory stays bounded;
-        chunk=1 translates each line as soon as it arrives (interactive use)."""
-        for hyps in self.stream_n_best(lines, total, chunk, progress, prefixes):
-            yield hyps[0].text
-
-    def stream_n_best(self, lines: Iterable[str], total: int | None = None, chunk: int = 5000,
-                      progress: bool = True, prefixes: Iterable[str | None] | None = None,
-                      alignments: bool = False) -> Iterator[list[Hypothesis]]:
-        """Each line's n-best list, in input order, chunk by chunk; prefixes: an iterable as long as lines."""
-        if alignments and not self.has_attention:
+    def check_alignments(self) -> None:
+        if not self.has_attention:
             raise ConfigError(f"alignments: {NO_ATTENTION}")
-        it, first = zip(lines, repeat(None) if prefixes is None else prefixes, strict=prefixes is not None), 1
-        with tqdm(total=total, unit="sent", disable=None if progress else True, desc="translate") as bar:
-            while block := list(islice(it, chunk)):
-                texts, forced = zip(*block)
-                yield from self._translate_block(list(texts), list(forced), first, alignments)
-                bar.update(len(block))
-                first += len(block)
 
     @property
     def has_attention(self) -> bool:
@@ -276,16 +232,6 @@ class Translator:
         steps = row.index(EOS) + 1 if EOS in row else len(row)
         return Alignment([self.tokenizer.src.id_to_piece(i) for i in source], self.tokenizer.tgt_pieces(row[:steps]),
                          weights[:steps, : len(source)].float().cpu(), text)
-
-    def _encode(self, lines: list[str], first: int = 1) -> list[list[int]]:
-        """Source ids per line, EOS-terminated, cut to max_source_len pieces."""
-        ids = self.tokenizer.encode_src([line.strip() for line in lines])
-        for n, row in enumerate(ids):
-            if len(row) > self.max_source_len:
-                log.warning("input line %d has %d pieces; translating its first %d (max_source_len)",
-                            first + n, len(row), self.max_source_len)
-                ids[n] = row[: self.max_source_len - 1] + [EOS]
-        return ids
 
     def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """Length-sorted batches within the token budget: (positions in ids, src (B, S), src_lens (B,))."""

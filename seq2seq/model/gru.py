@@ -67,9 +67,12 @@ class GRU(nn.GRU):
             return self.masked(input, hx)
         return super().forward(input, hx)
 
-    def masked(self, x: torch.Tensor, hx: torch.Tensor | None = None,
-               lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The masked (unpacked) formulation of forward: the same outputs and states as packed nn.GRU."""
+    def masked(self, x: torch.Tensor, hx: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+               fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked (unpacked) formulation of forward: the same outputs and states as packed nn.GRU.
+
+        fused: each layer and direction runs nn.GRU's own op (one layer, one direction) instead of
+        ``Recurrence``: the form ONNX export traces (one ONNX GRU op each, any length); not layer_norm."""
         batch, steps = x.shape[:2]
         D, H = (2 if self.bidirectional else 1), self.hidden_size
         if hx is None:
@@ -90,7 +93,7 @@ class GRU(nn.GRU):
                     seq = reverse_within(seq, lengths)
                 elif d:
                     seq = seq.flip(0)
-                out = self._direction(seq, hx[layer * D + d], suffix)  # (T, B, H)
+                out = self._direction(seq, hx[layer * D + d], suffix, fused)  # (T, B, H)
                 states.append(out[-1] if lengths is None else out[last, torch.arange(batch, device=x.device)])
                 if d and lengths is not None:
                     out = reverse_within(out, lengths)
@@ -103,10 +106,13 @@ class GRU(nn.GRU):
             output = output.masked_fill(pad.unsqueeze(-1), 0.0)
         return output, torch.stack(states).to(hx.dtype)
 
-    def _direction(self, seq: torch.Tensor, h0: torch.Tensor, suffix: str) -> torch.Tensor:
+    def _direction(self, seq: torch.Tensor, h0: torch.Tensor, suffix: str, fused: bool = False) -> torch.Tensor:
         """One layer and direction over seq (T, B, E) from h0 (B, H) -> every step's state (T, B, H)."""
         w_ih, w_hh = getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}")
         b_ih, b_hh = (getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")) if self.bias else (None, None)
+        if fused and not self.layer_norm:
+            weights = [w for w in (w_ih, w_hh, b_ih, b_hh) if w is not None]
+            return torch._VF.gru(seq, h0.unsqueeze(0), weights, self.bias, 1, 0.0, False, False, False)[0]
         gi = F.linear(seq, w_ih, b_ih)  # (T, B, 3H): every step's input projections in one product
         if not self.layer_norm:
             return Recurrence.apply(gi, h0.to(state_dtype(gi.dtype)), w_hh, b_hh)

@@ -35,6 +35,9 @@ def save(path: Path, model_cfg: dict, state_dict: dict, tokenizer: dict, decodin
 def read_contents(path: str | Path) -> dict:
     """The file's contents as plain data {model, state_dict, tokenizer, decoding}, checked."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: a folder, not a model file (a folder written by scripts/export.py format=onnx "
+                             f"translates with backend=onnx)")
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     if not zipfile.is_zipfile(path):

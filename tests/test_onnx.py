@@ -140,13 +140,14 @@ def test_the_runtime_gives_pytorch_translations_and_scores(exported, lines, atte
 
 def test_the_runtime_never_imports_torch(exported, lines) -> None:
     """A fresh interpreter imports the runtime, translates greedily and with a beam's 2-best lists, and torch never
-    entered sys.modules."""
+    entered sys.modules (nor tqdm, which the runtime needs only for progress bars)."""
     model, folder = exported["luong"]
     code = ("import json, sys; from seq2seq.inference.onnx_runtime import OnnxTranslator\n"
             f"lines = {lines[:12]!r}\n"
             f"greedy = OnnxTranslator.load({str(folder)!r}, beam_size=1).translate(lines)\n"
             f"beam = OnnxTranslator.load({str(folder)!r}, beam_size=3, n_best=2).translate_n_best(lines, ['Ein'] * 12)\n"
-            "print(json.dumps({'torch': sorted(m for m in sys.modules if m.split('.')[0] == 'torch'), 'greedy': greedy,"
+            "print(json.dumps({'torch': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tqdm')),"
+            " 'greedy': greedy,"
             " 'beam': [[h.text for h in hyps] for hyps in beam]}))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=script_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -185,6 +186,13 @@ def test_what_backend_onnx_does_not_do_is_one_error_line(exported, tmp_path, cap
         args.append(f"model_file={folder}")
     assert run_script("translate", *args) == 2
     one_line_error(capfd, named)
+
+
+def test_an_export_folder_without_backend_onnx_is_one_error_line(exported, tmp_path, capfd) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("A dog runs.\n")
+    assert run_script("translate", f"model_file={exported['luong'][1]}", f"input={source}") == 2
+    one_line_error(capfd, "backend=onnx")
 
 
 def test_a_layer_normalised_gru_does_not_export_one_error_line(tmp_path, capfd) -> None:

@@ -22,6 +22,19 @@ def test_measure(tmp_path, options: dict) -> None:
     assert r["bleu"] == pytest.approx(corpus_scores(hyps, SOURCES, ("bleu",))["bleu"])
     assert r["tok_s"] / r["sents_s"] == pytest.approx(pieces / len(SOURCES))
     assert r["sents_s"] * r["seconds"] == pytest.approx(len(SOURCES)) and r["threads"] == 1
+    assert r["hyps"] == hyps
+
+
+def test_measure_the_onnx_backend(tmp_path) -> None:
+    """backend=onnx measures the export folder: its translations, the size of its graphs."""
+    from conftest import run_script
+
+    model = tiny_model_file(tmp_path / "model.pt")
+    assert run_script("export", f"model_file={model}", f"out={tmp_path / 'onnx'}", "check_lines=2") == 0
+    r = measure(str(tmp_path / "onnx"), {"beam_size": 2, "backend": "onnx"}, SOURCES, SOURCES, threads=1)
+    assert r["hyps"] == Translator.load(str(tmp_path / "onnx"), beam_size=2, backend="onnx").translate(SOURCES)
+    graphs = sum(p.stat().st_size for p in (tmp_path / "onnx").glob("*.onnx"))
+    assert r["weights_mib"] == pytest.approx(graphs / 2**20) and graphs > 0
 
 
 def test_a_fresh_process_reports_its_own_peak_memory() -> None:
@@ -48,11 +61,13 @@ def test_table_names_every_row() -> None:
     row = {"sents_s": 10.0, "tok_s": 100.0, "peak_rss_mib": 500, "weights_mib": 18.0, "bleu": 30.0, "chrf": 55.0,
            "threads": 2, "seconds": 1.0}
     results = {"machine": "CPU X, 2 threads", "sentences": 4,
-               "numerics": [{"numerics": n, "beam": 5, **row, "sents_s": s} for n, s in (("fp32", 10.0), ("int8", 20.0))],
+               "numerics": [{"numerics": n, "beam": 5, **row, "sents_s": s, "identical": same}
+                            for n, s, same in (("fp32", 10.0, 1.0), ("int8", 20.0, 0.875), ("onnx", 8.0, 0.995))],
                "joey": [{"beam": 5, "sents_s": 2.0, "tok_s": 20.0}],
                "ensemble": [{"model_file": ["a.pt", "b.pt"], "options": {"beam_size": 5}, **row}]}
     text = table(results)
     assert "CPU X" in text and "int8" in text and "2.00x" in text and "10.00x" in text and "a.pt + b.pt" in text
+    assert "onnx" in text and "0.80x" in text and "87.5%" in text and "99.5%" in text
 
 
 def test_each_configuration_reports_its_median_round() -> None:

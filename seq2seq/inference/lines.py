@@ -64,15 +64,22 @@ class LineTranslator:
         """Each line's n-best list, in input order, chunk by chunk; prefixes: an iterable as long as lines."""
         if alignments:
             self.check_alignments()
-        from tqdm import tqdm  # pure Python; imported here so that importing this module costs nothing
-
         it, first = zip(lines, repeat(None) if prefixes is None else prefixes, strict=prefixes is not None), 1
-        with tqdm(total=total, unit="sent", disable=None if progress else True, desc="translate") as bar:
+        bar = None
+        if progress:  # tqdm only then: the torch-free runtime's deployments need not have it
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="sent", disable=None, desc="translate")
+        try:
             while block := list(islice(it, chunk)):
                 texts, forced = zip(*block)
                 yield from self._translate_block(list(texts), list(forced), first, alignments)
-                bar.update(len(block))
+                if bar is not None:
+                    bar.update(len(block))
                 first += len(block)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def check_alignments(self) -> None:
         """Raise the error that says why this translator gives no alignments, if it gives none."""

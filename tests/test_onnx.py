@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import MULTI30K, ROOT, one_line_error, run_script, script_env, tiny_model_file
+from seq2seq import modelfile
 from seq2seq.config import ConfigError, DecodingConfig, ExportConfig
 from seq2seq.data.sources import read_lines
 from seq2seq.data.tokenizer import BOS, EOS, PAD
@@ -24,8 +25,9 @@ from seq2seq.model import EncoderDecoder, Memory
 from seq2seq.model.decoder import Decoder
 from seq2seq.model.gru import GRU, read_padded
 
-MODELS = {"luong": (), "bahdanau": ("model.num_layers=2", "model.bidirectional=false"),
-          "none": ("model.decoder_hidden_size=24",)}
+MODELS = {"luong": ("model.attention=luong",), "none": ("model.attention=none", "model.decoder_hidden_size=24"),
+          "bahdanau": ("model.attention=bahdanau", "model.num_layers=2", "model.bidirectional=false"),
+          "cgru": ("model=gru_cgru", "model.num_layers=2")}  # every decoder: model.decoder gru (3 wirings), cgru
 
 
 @pytest.mark.parametrize("layers, bidirectional, bias", [(1, True, True), (2, True, False), (2, False, True)])
@@ -47,12 +49,12 @@ def test_the_masked_fused_encoder_gives_packed_nn_gru_states(layers: int, bidire
 def exported(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Per decoder: (model file, export folder), written by scripts/export.py."""
     out = {}
-    for attention, overrides in MODELS.items():
-        folder = tmp_path_factory.mktemp(f"onnx_{attention}")
-        model = tiny_model_file(folder / "model.pt", overrides=(f"model.attention={attention}", *overrides))
+    for name, overrides in MODELS.items():
+        folder = tmp_path_factory.mktemp(f"onnx_{name}")
+        model = tiny_model_file(folder / "model.pt", overrides=overrides)
         assert run_script("export", f"model_file={model}", "format=onnx", f"out={folder / 'exported'}",
                           f"check_input={MULTI30K / 'val.en.gz'}", "check_lines=16") == 0
-        out[attention] = (model, folder / "exported")
+        out[name] = (model, folder / "exported")
     return out
 
 
@@ -61,15 +63,16 @@ def lines() -> list[str]:
     return read_lines(MULTI30K / "test_2016_flickr.en.gz")[:40] + [""]
 
 
-@pytest.mark.parametrize("attention", list(MODELS))
-def test_the_folder_holds_graphs_tokenizer_config_and_its_check(exported, attention: str) -> None:
-    model, folder = exported[attention]
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_folder_holds_graphs_tokenizer_config_and_its_check(exported, name: str) -> None:
+    model, folder = exported[name]
     assert {p.name for p in folder.iterdir()} == {"encoder.onnx", "decoder_step.onnx", "spm.src.model", "config.json"}
     config = json.loads((folder / "config.json").read_text())
-    assert config["model"]["attention"] == attention and config["decoding"]["beam_size"] == 2
+    stored = modelfile.read_contents(model)
+    assert config["model"] == stored["model"] and config["decoding"] == {**vars(DecodingConfig()), **stored["decoding"]}
     check = config["check"]
     assert check["lines"] == 16 and max(check["max_abs_diff"].values()) <= check["tolerance"]
-    assert ("attention" in check["max_abs_diff"]) == (attention != "none")
+    assert ("attention" in check["max_abs_diff"]) == (name != "none")
 
 
 class TorchSteps:
@@ -203,15 +206,13 @@ def test_a_layer_normalised_gru_does_not_export_one_error_line(tmp_path, capfd) 
 
 
 def test_a_decoder_the_export_does_not_know_is_named(model_file) -> None:
-    from seq2seq import modelfile
-
     model, _, _ = modelfile.load_model(model_file)
 
-    class ConditionalDecoder(Decoder):
+    class UnknownDecoder(Decoder):
         pass
 
-    model.decoder.__class__ = ConditionalDecoder
-    with pytest.raises(ConfigError, match="ConditionalDecoder decoder"):
+    model.decoder.__class__ = UnknownDecoder
+    with pytest.raises(ConfigError, match="UnknownDecoder decoder"):  # a decoder class the export does not know
         exportable(model, str(model_file))
     assert isinstance(model, EncoderDecoder)
 

@@ -33,7 +33,7 @@ from seq2seq.model import EncoderDecoder, Memory
 from seq2seq.model.decoder import Decoder
 
 log = logging.getLogger(__name__)
-ATTENTION = ("luong", "bahdanau", "none")  # the decoders this export knows
+DECODERS = {"gru": ("luong", "bahdanau", "none"), "cgru": ("luong", "bahdanau")}  # model.decoder: its model.attention
 CHECK_LINES = ["A man in an orange hat starring at something.", "A Boston Terrier is running on lush green grass.",
                "A girl in karate uniform breaking a stick with a front kick.", "Five people in winter jackets and "
                "helmets stand in the snow, with snowmobiles in the background.", "People are fixing the roof of a house.",
@@ -73,9 +73,10 @@ class StepGraph(nn.Module):
 def exportable(model: EncoderDecoder, where: str) -> None:
     """One error naming what has no ONNX form here: a decoder other than ours, a layer-normalised GRU."""
     c = model.config
-    if type(model.decoder) is not Decoder or c.attention not in ATTENTION:
-        raise ConfigError(f"{where}: the {type(model.decoder).__name__} decoder (model.attention={c.attention}) does "
-                          f"not export to ONNX; export supports the decoders model.attention={'|'.join(ATTENTION)}")
+    if type(model.decoder) is not Decoder or c.attention not in DECODERS.get(c.decoder, ()):
+        known = "; ".join(f"model.decoder={d} with model.attention={'|'.join(a)}" for d, a in DECODERS.items())
+        raise ConfigError(f"{where}: the {type(model.decoder).__name__} decoder (model.decoder={c.decoder}, "
+                          f"model.attention={c.attention}) does not export to ONNX; the export knows {known}")
     if c.layer_norm:
         raise ConfigError(f"{where}: model.layer_norm=true does not export to ONNX: ONNX's GRU op has no normalised "
                           f"gates, and a step loop over the source has no fixed-length graph; export a model with "

@@ -4,6 +4,9 @@ from torch import nn
 
 from seq2seq.data.tokenizer import PAD
 
+CHUNK = 64  # positions per float32 log_softmax: (64, V) stays in cache
+
+
 
 class SmoothedCrossEntropy(torch.autograd.Function):
     """Label-smoothed cross-entropy over non-pad positions; the gradient is computed with the loss.
@@ -15,7 +18,6 @@ class SmoothedCrossEntropy(torch.autograd.Function):
     Here CHUNK positions at a time go through one float32 log_softmax that stays in cache and becomes
     the gradient in place, written once in the logits' dtype (bf16 logits are never copied whole to float32).
     """
-    CHUNK = 64
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float):
@@ -52,9 +54,6 @@ class SmoothedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor, grad_nll: torch.Tensor):
         (grad,) = ctx.saved_tensors
         return grad.mul_(grad_loss.to(grad.dtype)).view(ctx.shape), None, None
-
-
-CHUNK = SmoothedCrossEntropy.CHUNK
 
 
 def smoothed_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor, int]:

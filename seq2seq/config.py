@@ -50,15 +50,21 @@ class ModelConfig:
     """The encoder's ``nn.GRU`` knobs, and the decoder's where they differ.
 
     input_size is the embedding size (the GRU's input_size); dropout acts on embeddings, between
-    stacked GRU layers and on the readout; decoder_hidden_size None = D * hidden_size (D = 2 when
-    bidirectional), decoder_num_layers None = num_layers. decoder picks the decoder's wiring (gru: one GRU,
-    attention after it for luong, before it for bahdanau; cgru: the conditional GRU, model/decoder.py),
-    attention the score (cgru uses it between its GRUs, so it needs one).
+    stacked GRU layers and on the readout's input, and on the source context (the encoder's outputs)
+    and before the output projection unless context_dropout / output_dropout set those apart (LIUM's
+    placement: 0.3 / 0.5 / 0.5); word_dropout zeroes whole source embeddings. decoder_hidden_size
+    None = D * hidden_size (D = 2 when bidirectional), decoder_num_layers None = num_layers. decoder
+    picks the decoder's wiring (gru: one GRU, attention after it for luong, before it for bahdanau;
+    cgru: the conditional GRU, model/decoder.py), attention the score (cgru uses it between its GRUs,
+    so it needs one).
     """
     input_size: int = 256                     # embedding size: the encoder GRU's input_size (and the decoder's)
     hidden_size: int = 256                    # encoder GRU units per direction (H)
     num_layers: int = 1                       # stacked encoder GRU layers
-    dropout: float = 0.3                      # on embeddings, between stacked GRU layers and on the readout
+    dropout: float = 0.3                      # on embeddings, between GRU layers, the readout's input (and as below)
+    context_dropout: float | None = None      # on the encoder's outputs, the attention memory (LIUM: 0.5); null: model.dropout
+    output_dropout: float | None = None       # on the readout, before the output projection (LIUM: 0.5); null: model.dropout
+    word_dropout: float = 0.0                 # source word dropout: a source piece's whole embedding zeroed in training
     bias: bool = True                         # the GRUs' b_ih and b_hh
     bidirectional: bool = True                # D = 2: h_n is (2 * num_layers, B, H)
     decoder_hidden_size: int | None = None    # null: D * hidden_size
@@ -74,7 +80,10 @@ class ModelConfig:
             value = getattr(self, key)
             if not (key.startswith("decoder_") and value is None):
                 check_int(f"model.{key}", value)
-        check_number("model.dropout", self.dropout, lambda x: 0 <= x < 1, "in [0, 1)")
+        for key in ("dropout", "context_dropout", "output_dropout", "word_dropout"):
+            value = getattr(self, key)
+            if not (key in ("context_dropout", "output_dropout") and value is None):
+                check_number(f"model.{key}", value, lambda x: 0 <= x < 1, "in [0, 1)")
         for key in ("bias", "bidirectional", "tie_embeddings", "tie_output", "layer_norm"):
             check_flag(f"model.{key}", getattr(self, key))
         check_choice("model.attention", self.attention, ATTENTION_CHOICES)

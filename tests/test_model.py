@@ -190,7 +190,8 @@ def test_search_steps_the_gru_as_nn_gru_does(attention: str, layers: int, bias: 
 
 @pytest.mark.parametrize("key, value", [("dropout", 1.5), ("hidden_size", 0), ("num_layers", -1),
                                         ("attention", "foo"), ("decoder_num_layers", -2), ("bidirectional", "yes"),
-                                        ("decoder", "lstm")])
+                                        ("decoder", "lstm"), ("context_dropout", 1.0), ("output_dropout", -0.1),
+                                        ("word_dropout", 1.0)])
 def test_invalid_values_fail_at_construction_naming_the_key(key: str, value) -> None:
     with pytest.raises(ValueError, match=rf"model\.{key}\b.*{re.escape(repr(value))}"):
         ModelConfig(**{key: value})
@@ -333,6 +334,38 @@ def test_dropout_keeps_the_expectation_and_drops_a_fraction_p() -> None:
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # the gradient passes where the unit was kept, scaled alike
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_word_dropout_zeroes_whole_source_positions() -> None:
+    from seq2seq.model.dropout import WordDropout
+    torch.manual_seed(0)
+    drop, x = WordDropout(0.25), torch.ones(200, 100, 16)
+    y = drop(x)
+    dropped = (y == 0).all(-1)  # (B, S): a position is zeroed across its whole vector, or kept whole
+    assert torch.equal(dropped | torch.isclose(y, torch.tensor(1 / 0.75)).all(-1), torch.ones_like(dropped))
+    assert abs(dropped.float().mean().item() - 0.25) < 0.01
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_placement_acts_where_its_key_says() -> None:
+    """context_dropout drops the encoder's outputs (the attention memory), output_dropout the readout before the
+    output projection; each falls back to model.dropout when null, and neither touches the other's place."""
+    src, lens = torch.randint(4, V_SRC, (6, 9)), torch.full((6,), 9)
+    tgt = torch.randint(4, V_TGT, (6, 7))
+    def run(**keys):  # (encoder outputs, logits) of one training-mode forward
+        m = model("luong", **keys).train()
+        values, _ = m.encoder(src, lens)
+        return values, m(src, lens, tgt)
+    still_values, still_logits = run()  # model.dropout=0 and both null: nothing is dropped
+    assert torch.equal(still_values, run()[0]) and torch.equal(still_logits, run()[1])
+    values, logits = run(context_dropout=0.5)
+    assert 0.4 < (values == 0).float().mean().item() < 0.6 and not torch.equal(logits, still_logits)
+    values, logits = run(output_dropout=0.5)
+    assert torch.equal(values, still_values) and not torch.equal(logits, still_logits)
+    values, _ = run(dropout=0.5, output_dropout=0.0)  # context_dropout null: model.dropout's 0.5
+    assert 0.4 < (values == 0).float().mean().item() < 0.6
+    m = model("luong", context_dropout=0.5, output_dropout=0.5, word_dropout=0.5).eval()
+    torch.testing.assert_close(m(src, lens, tgt), model("luong").eval()(src, lens, tgt))  # evaluation drops nothing
 
 
 @pytest.mark.parametrize("attention", ["luong", "cgru:bahdanau"])

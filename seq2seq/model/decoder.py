@@ -44,11 +44,13 @@ Step = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, Memory], StepO
 class Decoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float, bias: bool, pad_id: int, memory_size: int, attention: str,
-                 readout_size: int, layer_norm: bool = False, conditional: bool = False) -> None:
+                 readout_size: int, layer_norm: bool = False, conditional: bool = False,
+                 output_dropout: float | None = None) -> None:
         super().__init__()
         gru = partial(_gru, hidden_size=hidden_size, bias=bias, dropout=dropout, layer_norm=layer_norm)
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
         self.dropout = FastDropout(dropout)
+        self.output_dropout = FastDropout(dropout if output_dropout is None else output_dropout)
         self.attention = ATTENTION[attention](hidden_size, memory_size) if attention != "none" else None
         self.conditional = conditional
         self.feeds_context = attention == "bahdanau" and not conditional
@@ -89,7 +91,7 @@ class Decoder(nn.Module):
             readout = readout.index_select(0, rows)
         if positions is not None:
             readout = readout[positions]  # (N, R)
-        return self.output(self.dropout(readout)), hidden, attn
+        return self.output(self.output_dropout(readout)), hidden, attn
 
     def _read(self, prev: torch.Tensor, x: torch.Tensor | None, hidden: torch.Tensor, gru_step: GRUStep | None
               ) -> tuple[torch.Tensor, torch.Tensor]:

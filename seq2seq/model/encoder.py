@@ -11,16 +11,19 @@ Padding never enters a state (packed sequences, or gru.py's masked formulation w
 import torch
 from torch import nn
 
-from seq2seq.model.dropout import FastDropout
+from seq2seq.model.dropout import FastDropout, WordDropout
 from seq2seq.model.gru import GRU, read_padded
 
 
 class Encoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
-                 dropout: float, bias: bool, bidirectional: bool, pad_id: int, layer_norm: bool = False) -> None:
+                 dropout: float, bias: bool, bidirectional: bool, pad_id: int, layer_norm: bool = False,
+                 context_dropout: float | None = None, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
+        self.word_dropout = WordDropout(word_dropout)
         self.dropout = FastDropout(dropout)
+        self.context_dropout = FastDropout(dropout if context_dropout is None else context_dropout)
         # nn.GRU applies `dropout` between layers only; the embedding and top-layer dropout is ours.
         self.rnn = GRU(input_size, hidden_size, num_layers, bias=bias, dropout=dropout if num_layers > 1 else 0.0,
                        bidirectional=bidirectional, layer_norm=layer_norm)
@@ -28,6 +31,6 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S), src_lens (B,) -> output (B, S, D*H), h_n (D*L, B, H)."""
-        x = self.dropout(self.embed(src))  # (B, S, E)
+        x = self.dropout(self.word_dropout(self.embed(src)))  # (B, S, E)
         out, h_n = read_padded(self.rnn, x, src_lens)
-        return self.dropout(out), h_n
+        return self.context_dropout(out), h_n  # the attention memory: model.context_dropout

@@ -124,6 +124,20 @@ def test_the_numpy_search_is_search_py_exactly(exported, lines, attention, beam,
         np.testing.assert_allclose(scores[kept], found.scores.numpy()[kept], rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("vocab, k", [(8000, 5), (8000, 1), (7919, 4), (25, 5), (6, 3)])
+def test_topk_is_torch_topk_over_a_vocabulary(vocab: int, k: int) -> None:
+    """The blocked top-k (8,000 = 64 blocks of 125; a prime size has no blocks) against torch.topk: log-softmax rows
+    whose best pieces crowd into one block, rows with -inf entries (a masked vocabulary), uniform noise."""
+    torch.manual_seed(0)
+    logits = torch.randn(40, vocab)
+    logits[:10, : min(vocab, 9)] += 12  # the k best all in the first block
+    logits[10:20, torch.randperm(vocab)[: vocab // 2]] = -float("inf")
+    logp = torch.log_softmax(logits, 1)
+    values, index = onnx_runtime.topk(logp.numpy(), k)
+    expected = logp.topk(k, dim=1)
+    assert np.array_equal(index, expected.indices.numpy()) and np.array_equal(values, expected.values.numpy())
+
+
 @pytest.mark.parametrize("attention", list(MODELS))
 @pytest.mark.parametrize("search_settings", [{"beam_size": 1}, {"beam_size": 4, "n_best": 3}])
 def test_the_runtime_gives_pytorch_translations_and_scores(exported, lines, attention: str, search_settings: dict) -> None:

@@ -94,8 +94,22 @@ def search_steps(limits: np.ndarray, prefix: np.ndarray | None) -> int:
 
 
 def topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """torch.topk(x, k, dim=1) for x (N, C): values and indices, best first (ties: lower index first)."""
-    index = np.argpartition(-x, k - 1, axis=1)[:, :k] if k < x.shape[1] else np.tile(np.arange(x.shape[1]), (len(x), 1))
+    """torch.topk(x, k, dim=1) for x (N, C): values and indices, best first (ties: lower index first).
+
+    Over a vocabulary, argpartition of every whole row was half of a beam search's time: the row is cut into
+    blocks of `width` (a divisor of C), the k blocks with the largest maxima hold the k largest values, and
+    only those k * width candidates are partitioned."""
+    n, c = x.shape
+    width = next((w for w in range(128, 15, -1) if c % w == 0), None)
+    if k >= c:
+        index = np.tile(np.arange(c), (n, 1))
+    elif width is None or c // width < 4 * k:
+        index = np.argpartition(-x, k - 1, axis=1)[:, :k]
+    else:
+        blocks = np.argpartition(-x.reshape(n, c // width, width).max(2), k - 1, axis=1)[:, :k]  # (N, k)
+        candidates = (blocks[:, :, None] * width + np.arange(width)).reshape(n, k * width)
+        best = np.argpartition(-np.take_along_axis(x, candidates, 1), k - 1, axis=1)[:, :k]
+        index = np.take_along_axis(candidates, best, 1)
     values = np.take_along_axis(x, index, 1)
     order = np.lexsort((index, -values))
     return np.take_along_axis(values, order, 1), np.take_along_axis(index, order, 1)

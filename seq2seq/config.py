@@ -81,9 +81,8 @@ class ModelConfig:
             if not (key.startswith("decoder_") and value is None):
                 check_int(f"model.{key}", value)
         for key in ("dropout", "context_dropout", "output_dropout", "word_dropout"):
-            value = getattr(self, key)
-            if not (key in ("context_dropout", "output_dropout") and value is None):
-                check_number(f"model.{key}", value, lambda x: 0 <= x < 1, "in [0, 1)")
+            if getattr(self, key) is not None or key in ("dropout", "word_dropout"):
+                check_number(f"model.{key}", getattr(self, key), lambda x: 0 <= x < 1, "in [0, 1)")
         for key in ("bias", "bidirectional", "tie_embeddings", "tie_output", "layer_norm"):
             check_flag(f"model.{key}", getattr(self, key))
         check_choice("model.attention", self.attention, ATTENTION_CHOICES)
@@ -95,6 +94,14 @@ class ModelConfig:
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def context_p(self) -> float:
+        return self.dropout if self.context_dropout is None else self.context_dropout
+
+    @property
+    def output_p(self) -> float:
+        return self.dropout if self.output_dropout is None else self.output_dropout
 
     @property
     def decoder_hidden(self) -> int:

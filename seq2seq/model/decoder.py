@@ -45,12 +45,12 @@ class Decoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float, bias: bool, pad_id: int, memory_size: int, attention: str,
                  readout_size: int, layer_norm: bool = False, conditional: bool = False,
-                 output_dropout: float | None = None) -> None:
+                 output_dropout: float = 0.0) -> None:
         super().__init__()
         gru = partial(_gru, hidden_size=hidden_size, bias=bias, dropout=dropout, layer_norm=layer_norm)
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
         self.dropout = FastDropout(dropout)
-        self.output_dropout = FastDropout(dropout if output_dropout is None else output_dropout)
+        self.output_dropout = FastDropout(output_dropout)
         self.attention = ATTENTION[attention](hidden_size, memory_size) if attention != "none" else None
         self.conditional = conditional
         self.feeds_context = attention == "bahdanau" and not conditional

@@ -12,24 +12,21 @@ class FastDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand(x.shape) >= self.p  # float32 draws: faster than bf16 ones on CPU
-        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+        return dropped(x, self.p, x.shape)  # float32 draws: faster than bf16 ones on CPU
 
 
-class WordDropout(nn.Module):
+class WordDropout(nn.Dropout):
     """Word dropout (Sennrich et al., 2016, Nematus' ``dropout_source``): in training, each position of
     x (B, S, E) keeps its whole vector with probability 1 - p, scaled by 1 / (1 - p), or is zeroed, as if
     the word were not there; in evaluation the identity."""
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape[:-1] + (1,), device=x.device) >= self.p  # (B, S, 1)
-        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+        return dropped(x, self.p, x.shape[:-1] + (1,))  # one draw per position (B, S, 1)
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+
+def dropped(x: torch.Tensor, p: float, shape: torch.Size) -> torch.Tensor:
+    """x times a mask of `shape` (broadcast over x) kept where a uniform draw is >= p, scaled by 1 / (1 - p)."""
+    keep = torch.rand(shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1 / (1 - p))

@@ -18,12 +18,12 @@ from seq2seq.model.gru import GRU, read_padded
 class Encoder(nn.Module):
     def __init__(self, vocab_size: int, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float, bias: bool, bidirectional: bool, pad_id: int, layer_norm: bool = False,
-                 context_dropout: float | None = None, word_dropout: float = 0.0) -> None:
+                 context_dropout: float = 0.0, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size, padding_idx=pad_id)
         self.word_dropout = WordDropout(word_dropout)
         self.dropout = FastDropout(dropout)
-        self.context_dropout = FastDropout(dropout if context_dropout is None else context_dropout)
+        self.context_dropout = FastDropout(context_dropout)
         # nn.GRU applies `dropout` between layers only; the embedding and top-layer dropout is ours.
         self.rnn = GRU(input_size, hidden_size, num_layers, bias=bias, dropout=dropout if num_layers > 1 else 0.0,
                        bidirectional=bidirectional, layer_norm=layer_norm)

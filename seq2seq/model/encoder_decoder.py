@@ -24,12 +24,12 @@ class EncoderDecoder(nn.Module):
                              f"source and {tgt_vocab} target pieces (set data.tokenizer.joint=true)")
         self.config, self.pad_id = c, pad_id
         self.encoder = Encoder(src_vocab, c.input_size, c.hidden_size, c.num_layers, c.dropout, c.bias,
-                               c.bidirectional, pad_id, c.layer_norm, c.context_dropout, c.word_dropout)
+                               c.bidirectional, pad_id, c.layer_norm, c.context_p, c.word_dropout)
         self.bridge = Bridge(c.num_layers, c.directions, c.hidden_size, c.decoder_layers, c.decoder_hidden)
         self.decoder = Decoder(tgt_vocab, c.input_size, c.decoder_hidden, c.decoder_layers, c.dropout, c.bias,
                                pad_id, self.encoder.output_size, c.attention,
                                readout_size=c.input_size if c.tie_output else c.decoder_hidden, layer_norm=c.layer_norm,
-                               conditional=c.decoder == "cgru", output_dropout=c.output_dropout)
+                               conditional=c.decoder == "cgru", output_dropout=c.output_p)
         if c.tie_embeddings:
             self.decoder.embed.weight = self.encoder.embed.weight
         if c.tie_output:

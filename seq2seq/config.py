@@ -445,13 +445,15 @@ def from_dict(cls: type, values: dict, group: str):
     return cls(**values)
 
 
-def cpu_precision(avx512_bf16: bool | None = None, amx: bool | None = None) -> str:
-    """The CPU recipe's training precision, ``trainer.precision: ${cpu_precision:}``: "bf16-mixed" where the
-    cores have AVX-512 BF16 and no AMX, "32-true" everywhere else (or for the features given).
+def cpu_precision(avx512_bf16: bool | None = None, amx: bool | None = None, vendor: str | None = None) -> str:
+    """The CPU recipe's training precision, ``trainer.precision: ${cpu_precision:}``: "bf16-mixed" on AMD
+    cores with AVX-512 BF16, "32-true" everywhere else (or for the features given; vendor as /proc/cpuinfo's
+    vendor_id names it).
 
-    Measured on both kinds of server CPU (docs/benchmarks.md): bf16 autocast trains faster than fp32 on
-    AVX-512 BF16 cores without AMX and slower on Intel's AMX cores; cores without AVX-512 BF16 emulate
-    bfloat16 matmuls. Set ``trainer.precision`` explicitly to override.
+    Measured (docs/benchmarks.md, "Precision of the CPU recipe"): bf16 autocast trains faster than fp32 on
+    AMD's AVX-512 BF16 cores and slower on Intel's, with AMX and without (there AVX-512 BF16's products
+    are no faster than fp32's); cores without AVX-512 BF16 emulate bfloat16 matmuls. Set
+    ``trainer.precision`` explicitly to override.
     """
     import torch  # only when a config asks
 
@@ -459,7 +461,24 @@ def cpu_precision(avx512_bf16: bool | None = None, amx: bool | None = None) -> s
         avx512_bf16 = torch.cpu._is_avx512_bf16_supported()
     if amx is None:
         amx = torch.cpu._is_amx_tile_supported()
-    return "bf16-mixed" if avx512_bf16 and not amx else "32-true"
+    if vendor is None:
+        vendor = cpu_vendor()
+    return "bf16-mixed" if avx512_bf16 and not amx and vendor == "AuthenticAMD" else "32-true"
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string (GenuineIntel, AuthenticAMD, ...): /proc/cpuinfo's vendor_id on Linux,
+    else the one platform.processor() names (Windows); "" when neither says (torch does not tell)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in platform.processor()), "")
 
 
 def register() -> None:

@@ -47,3 +47,15 @@ def test_recipe_curve_reads_each_validation_with_its_wall_minute(trained_run) ->
     minutes = [t for t, _ in points]
     assert minutes == sorted(minutes) and 0 < minutes[0] < 30
     assert at_minutes(points, [0.0, minutes[-1], 1e6]) == {0.0: None, minutes[-1]: points[-1][1], 1e6: points[-1][1]}
+
+
+def test_faithfulness_reads_every_epochs_validation(trained_run) -> None:
+    """benchmarks/faithfulness.py: epoch -> (val loss, val BLEU) for each epoch the run trained, as logged."""
+    from benchmarks.faithfulness import validations
+    from seq2seq.plots import read_metrics
+
+    curve = validations(trained_run["run_dir"])
+    metrics = read_metrics(trained_run["run_dir"] / "logs" / "metrics.csv")
+    assert sorted(curve) == [0, 1]
+    assert [curve[e][0] for e in (0, 1)] == pytest.approx(metrics["val/loss"][1])
+    assert [curve[e][1] for e in (0, 1)] == pytest.approx(metrics["val/bleu"][1])

@@ -86,12 +86,13 @@ class Decoder(nn.Module):
             out, hidden = self._read(tgt_in, x, hidden, gru_step)  # (B, T, H): one fused call
             ctx, attn = self.attention(out, memory) if self.attention is not None else (None, None)
         features = out if ctx is None else torch.cat([out, ctx], dim=-1)
-        readout = torch.tanh(self.readout(self.dropout(features)))  # (B, T, R)
+        # (B, T, R); its dropout before the row selection, so that training draws the masks it always drew
+        readout = self.output_dropout(torch.tanh(self.readout(self.dropout(features))))
         if rows is not None:
             readout = readout.index_select(0, rows)
         if positions is not None:
             readout = readout[positions]  # (N, R)
-        return self.output(self.output_dropout(readout)), hidden, attn
+        return self.output(readout), hidden, attn
 
     def _read(self, prev: torch.Tensor, x: torch.Tensor | None, hidden: torch.Tensor, gru_step: GRUStep | None
               ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,8 +29,8 @@ def launch(tree: Path, precision: str, run_dir: Path, epochs: int, overrides: li
                f"trainer.precision={precision}", f"trainer.max_epochs={epochs}", "trainer.max_time=null",
                "callbacks.early_stopping=null", "trainer.enable_progress_bar=false", *overrides]
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "faithfulness.log", "w")
-    return subprocess.Popen(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(run_dir / "faithfulness.log", "w") as log:  # the child keeps its own copy of the file
+        return subprocess.Popen(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def validations(run_dir: Path) -> dict[int, tuple[float, float]]:

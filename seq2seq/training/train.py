@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+import torch
 from datasets import Dataset
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.fabric.plugins.environments import LightningEnvironment
@@ -91,6 +92,8 @@ def lock_run_folder(trainer: L.Trainer, run_dir: Path, held: ExitStack) -> None:
     if meet:
         trainer.strategy.setup_environment()  # the process group fit would set up (it keeps this one)
         error = trainer.strategy.broadcast(error)
+        if error is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # else its threads can abort the exit (SIGABRT, not status 2)
     if error is not None:
         raise RunError(error if trainer.is_global_zero else f"rank {trainer.global_rank}: rank 0 stopped: {error}")
 

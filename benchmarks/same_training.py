@@ -29,7 +29,10 @@ try:
     import seq2seq.config  # noqa: F401  (trees that have typed configs register them)
 except ImportError:
     pass
-from seq2seq.training.train import make_trainer, new_module, shared_tokenizer
+try:
+    from seq2seq.training.train import make_trainer, new_module, shared_tokenizer
+except ModuleNotFoundError:  # trees before the seq2seq/training/ package (2764698 and older)
+    from seq2seq.train import make_trainer, new_module, shared_tokenizer
 extra = [f"data.cache_dir={run_dir / 'cache'}"] if (root / "seq2seq/data/cache.py").exists() else []
 with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
     cfg = compose("train", [f"paths.run_dir={run_dir}", f"data.source.path={root.resolve().parent / 'shared/data/multi30k'}",
